@@ -1,0 +1,88 @@
+"""`qwen-sae` command line.
+
+Each subcommand lives in its own module ``qwen_sae_jax/cli/<name>.py`` exposing
+
+    HELP: str                                  one line shown in `qwen-sae --help`
+    def add_arguments(parser) -> None          documents every option
+    def run(args) -> int | None                the work; returns an exit code
+
+Modules are imported only when their subcommand runs, so `qwen-sae --help` is fast.
+Errors derived from ``qwen_sae_jax.errors.UserError`` are printed as one line (no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module under qwen_sae_jax.cli (kept in the order shown by --help)
+SUBCOMMANDS = {
+    "demo": "demo",
+    "capture": "capture",
+    "train": "train",
+    "eval": "eval",
+    "export": "export",
+    "import": "import_",
+    "steer": "steer",
+    "refusal": "refusal",
+    "contrast": "contrast",
+    "dashboard": "dashboard",
+    "classify": "classify",
+    "redundancy": "redundancy",
+}
+
+
+def _available() -> dict[str, object]:
+    found = {}
+    for name, mod in SUBCOMMANDS.items():
+        try:
+            spec = importlib.util.find_spec(f"qwen_sae_jax.cli.{mod}")
+        except ModuleNotFoundError:
+            spec = None
+        if spec is not None:
+            found[name] = mod
+    return found
+
+
+def build_parser(load_all: bool = False, only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qwen-sae",
+        description="Sparse autoencoders on Qwen3 in JAX: train, evaluate, export and steer.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, mod in _available().items():
+        if only is not None and name != only and not load_all:
+            # cheap placeholder so `qwen-sae --help` lists every command without importing it
+            sub.add_parser(name, help="(see qwen-sae %s --help)" % name, add_help=False)
+            continue
+        module = importlib.import_module(f"qwen_sae_jax.cli.{mod}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from qwen_sae_jax.errors import UserError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(load_all=command is None, only=command)
+    args = parser.parse_args(argv)
+    if getattr(args, "_module", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        code = args._module.run(args)
+    except UserError as err:
+        print(f"qwen-sae {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qwen-sae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
