@@ -1,0 +1,1 @@
+"""SAE evaluation: activation-level reconstruction metrics, model-level splicing (CE / KL), tables, plots."""
