@@ -1,0 +1,1 @@
+"""Language models implemented in Flax (currently Qwen3 dense and MoE)."""

@@ -1,0 +1,79 @@
+"""Checkpoint loading/saving through the one HF <-> Flax mapping table."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import hf_logits
+from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.models.qwen3 import Qwen3ForCausalLM, load_hf, save_hf
+from qwen_sae_jax.models.qwen3.safetensors_io import SafetensorsFile, save_file
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_round_trip_through_transformers(hf_tiny, tmp_path, tied):
+    import transformers
+
+    hf_model, path = hf_tiny(tie_word_embeddings=tied)
+    config, params = load_hf(path)
+    out = tmp_path / "saved"
+    save_hf(params, config, out)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = np.arange(12, dtype=np.int32).reshape(2, 6)
+    np.testing.assert_array_equal(hf_logits(reloaded, ids), hf_logits(hf_model, ids))
+    config2, params2 = load_hf(out)
+    assert config2 == config
+    jax.tree.map(np.testing.assert_array_equal, params2, params)
+
+
+def test_sharded_checkpoint_with_index(hf_tiny, tmp_path):
+    hf_model, path = hf_tiny()
+    config, params = load_hf(path)
+    out = tmp_path / "sharded"
+    save_hf(params, config, out, max_shard_bytes=20_000)
+    files = sorted(os.listdir(out))
+    assert "model.safetensors.index.json" in files and "model.safetensors" not in files
+    assert sum(f.endswith(".safetensors") for f in files) > 2
+    _, params2 = load_hf(out)
+    jax.tree.map(np.testing.assert_array_equal, params2, params)
+
+
+def test_bfloat16_checkpoint_loads(hf_tiny, tmp_path):
+    _, path = hf_tiny()
+    config, params = load_hf(path)
+    save_hf(params, config, tmp_path / "bf16", dtype=jnp.bfloat16)
+    f = SafetensorsFile(str(tmp_path / "bf16" / "model.safetensors"))
+    assert f.get("model.norm.weight").dtype == jnp.bfloat16
+    _, params_bf = load_hf(tmp_path / "bf16")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2), params_bf, params)
+
+
+def test_bad_checkpoint_lists_every_problem(hf_tiny, tmp_path):
+    _, path = hf_tiny()
+    f = SafetensorsFile(os.path.join(path, "model.safetensors"))
+    tensors = {k: np.array(f.get(k)) for k in f.keys()}
+    del tensors["model.layers.0.mlp.up_proj.weight"], tensors["model.norm.weight"]
+    tensors["model.layers.0.self_attn.q_proj.weight"] = np.zeros((3, 3), np.float32)
+    tensors["model.layers.7.foo.weight"] = np.zeros(2, np.float32)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    save_file(tensors, str(bad / "model.safetensors"))
+    with open(os.path.join(path, "config.json")) as src, open(bad / "config.json", "w") as dst:
+        dst.write(src.read())
+    with pytest.raises(UserError) as err:
+        load_hf(bad)
+    msg = str(err.value)
+    for needle in ("missing keys (2)", "model.layers.0.mlp.up_proj.weight", "model.norm.weight",
+                   "unexpected keys (1)", "model.layers.7.foo.weight", "wrong shapes (1)",
+                   "model.layers.0.self_attn.q_proj.weight: (3, 3) (expected (64, 32))"):
+        assert needle in msg
+
+
+def test_missing_weights_file(tmp_path, hf_tiny):
+    _, path = hf_tiny()
+    os.remove(os.path.join(path, "model.safetensors"))
+    with pytest.raises(UserError, match="no model.safetensors"):
+        load_hf(path)
