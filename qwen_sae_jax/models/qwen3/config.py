@@ -152,7 +152,8 @@ class Qwen3Config:
         if model_type == "qwen3_moe":
             # defaults are those of transformers' Qwen3MoeConfig
             kwargs.update(
-                num_experts=int(hf.get("num_experts", 128)),
+                # transformers >= 5 writes num_local_experts (its alias of num_experts)
+                num_experts=int(hf.get("num_experts", hf.get("num_local_experts", 128))),
                 num_experts_per_tok=int(hf.get("num_experts_per_tok", 8)),
                 moe_intermediate_size=int(hf.get("moe_intermediate_size", 768)),
                 norm_topk_prob=bool(hf.get("norm_topk_prob", False)),

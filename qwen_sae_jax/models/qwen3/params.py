@@ -183,15 +183,16 @@ def check_checkpoint(config: Qwen3Config, hf_shapes: dict[str, tuple[int, ...]],
              and not any(p.match(k) for p in _IGNORED_PATTERNS)]
     wrong = [f"{k}: {tuple(hf_shapes[k])} (expected {v})" for k, v in expected.items()
              if k in hf_shapes and tuple(hf_shapes[k]) != v]
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
-    if extra:
-        problems.append(f"unexpected keys ({len(extra)}): {', '.join(extra)}")
-    if wrong:
-        problems.append(f"wrong shapes ({len(wrong)}): {'; '.join(wrong)}")
+    problems = [f"{label} ({len(items)}): {_listing(items, sep)}" for label, items, sep in
+                (("missing keys", missing, ", "), ("unexpected keys", extra, ", "), ("wrong shapes", wrong, "; "))
+                if items]
     if problems:
         raise UserError("checkpoint does not match its config.json: " + " | ".join(problems))
+
+
+def _listing(items: list[str], sep: str, limit: int = 40) -> str:
+    shown = sep.join(items[:limit])
+    return shown + (f"{sep}... (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
 def load_hf(path: str | os.PathLike, *, param_dtype=jnp.float32, mesh: Mesh | None = None
@@ -311,7 +312,7 @@ def check_flax_params(config: Qwen3Config, params: Any) -> None:
     missing = ["/".join(p) for p in want if p not in have]
     extra = ["/".join(p) for p in have if p not in want]
     wrong = [f"{'/'.join(p)}: {have[p]} (expected {s})" for p, s in want.items() if p in have and have[p] != s]
-    problems = [f"{label} ({len(x)}): {', '.join(x)}" for label, x in
+    problems = [f"{label} ({len(x)}): {_listing(x, ', ')}" for label, x in
                 (("missing", missing), ("unexpected", extra), ("wrong shapes", wrong)) if x]
     if problems:
         raise UserError("params do not match the config: " + " | ".join(problems))

@@ -27,6 +27,8 @@ def build_hf(tmp_path, name="hf", moe=False, seed=0, **overrides):
         for n, p in model.named_parameters():
             if n.endswith("norm.weight"):
                 p.add_(0.1 * torch.randn_like(p))
+            if n.endswith("mlp.gate.weight"):  # decisive routing: a wrong expert choice shows in the logits
+                p.mul_(50.0)
     model.eval()
     out = tmp_path / name
     model.save_pretrained(out)
