@@ -1,0 +1,56 @@
+"""Documents from local files (txt / jsonl / json) and HF datasets; clear errors for bad sources."""
+import json
+
+import pytest
+
+from qwen_sae_jax.data.text import TextSourceConfig, open_documents
+from qwen_sae_jax.errors import UserError
+
+
+def test_plain_text_units(tmp_path):
+    (tmp_path / "a.txt").write_text("one\ntwo\n\n\nthree\n")
+    (tmp_path / "b.txt").write_text("four\n")
+    pattern = str(tmp_path / "*.txt")
+    assert open_documents(TextSourceConfig(files=[pattern], text_unit="line")) == ["one", "two", "three", "four"]
+    assert open_documents(TextSourceConfig(files=[pattern])) == ["one\ntwo", "three", "four"]
+    assert open_documents(TextSourceConfig(files=[pattern], text_unit="document")) == ["one\ntwo\n\n\nthree\n", "four\n"]
+
+
+def test_jsonl_and_json_columns(tmp_path):
+    (tmp_path / "d.jsonl").write_text(json.dumps({"body": "x y"}) + "\n\n" + json.dumps({"body": "z"}) + "\n")
+    (tmp_path / "e.json").write_text(json.dumps([{"body": "w"}, "plain"]))
+    docs = open_documents(TextSourceConfig(files=[str(tmp_path / "d.jsonl"), str(tmp_path / "e.json")],
+                                           text_column="body"))
+    assert docs == ["x y", "z", "w", "plain"]
+
+
+def test_bad_sources(tmp_path):
+    (tmp_path / "d.jsonl").write_text(json.dumps({"txt": "a"}) + "\n")
+    with pytest.raises(UserError, match=r"no text column 'text' \(did you mean 'txt'\?\); columns: txt"):
+        open_documents(TextSourceConfig(files=[str(tmp_path / "d.jsonl")]))
+    with pytest.raises(UserError, match="matches no file"):
+        open_documents(TextSourceConfig(files=[str(tmp_path / "missing*.txt")]))
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(UserError, match="holds no documents"):
+        open_documents(TextSourceConfig(files=[str(tmp_path / "empty.txt")]))
+    with pytest.raises(UserError, match="no text source"):
+        open_documents(TextSourceConfig())
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(UserError, match=r"bad.jsonl:1: not valid JSON"):
+        open_documents(TextSourceConfig(files=[str(tmp_path / "bad.jsonl")]))
+
+
+def test_hf_datasets_reads_local_files_lazily(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"content": f"doc {i}", "n": i} for i in range(5)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    docs = open_documents(TextSourceConfig(dataset="json", files=[str(tmp_path / "d.jsonl")], text_column="content"))
+    assert len(docs) == 5 and docs[3] == "doc 3"
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "d.parquet"))
+    docs = open_documents(TextSourceConfig(dataset="parquet", files=[str(tmp_path / "d.parquet")],
+                                           text_column="content"))
+    assert [docs[i] for i in range(5)] == [r["content"] for r in rows]
+    with pytest.raises(UserError, match=r"no text column 'text'.*columns: content, n"):
+        open_documents(TextSourceConfig(dataset="json", files=[str(tmp_path / "d.jsonl")]))
+    # pyarrow comes with datasets: the direct parquet reader works too
+    assert open_documents(TextSourceConfig(files=[str(tmp_path / "d.parquet")], text_column="content"))[0] == "doc 0"
