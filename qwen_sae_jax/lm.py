@@ -1,0 +1,283 @@
+"""``load_model()`` -> ``LanguageModel``: the user-facing Qwen3 object (forward, capture, intervene, generate).
+
+    lm = load_model("tiny")                       # the embedded model (qwen_sae_jax/assets/tiny-qwen3/)
+    lm = load_model("/path/to/hf_dir")            # local HF directory (config.json + safetensors)
+    lm = load_model("Qwen/Qwen3-0.6B")            # hub id via huggingface_hub (cache and HF_HUB_OFFLINE honoured)
+    logits = lm.logits(tokens)                    # [B, T, V]
+    acts = lm.capture(tokens, ["layers.1", "blocks.1.hook_mlp_out"])   # {canonical name: [B, T, D]}
+    logits = lm.logits(tokens, interventions={"layers.1": lambda a: a * 0})
+
+Padding convention: ``attention_mask [B, T]`` has 1 for tokens and 0 for padding (left or right). When
+``position_ids`` is not given they are counted from each row's first real token
+(``cumsum(mask) - 1``), so a padded row gives the same activations as the row alone. (HF's bare
+forward numbers positions 0..T-1 whatever the padding; its ``generate`` counts them as here.)
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Callable, Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from qwen_sae_jax import hooks
+from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.models.qwen3.config import Qwen3Config
+from qwen_sae_jax.models.qwen3.modeling import Qwen3ForCausalLM
+from qwen_sae_jax.models.qwen3.params import load_hf
+
+TINY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "tiny-qwen3")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
+
+
+def _dtype(dtype) -> jnp.dtype:
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise UserError(f"dtype={dtype!r} is not supported; valid: {', '.join(_DTYPES)}")
+        return _DTYPES[dtype]
+    return jnp.dtype(dtype)
+
+
+def resolve_model_dir(name_or_path: str) -> str:
+    """Local directory for ``"tiny"``, a local HF directory, or a hub id (downloaded/cached)."""
+    if name_or_path == "tiny":
+        if not os.path.isfile(os.path.join(TINY_DIR, "config.json")):
+            raise UserError(f"the embedded tiny model is missing: no config.json in {TINY_DIR} "
+                            f"(it is produced by the tiny-model training; pass a local HF directory instead)")
+        return TINY_DIR
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise UserError(f"model {name_or_path!r} is neither 'tiny', an existing directory, nor a hub id "
+                        f"like 'Qwen/Qwen3-0.6B'")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+    except ImportError as err:  # pragma: no cover - huggingface_hub is a dependency of transformers
+        raise UserError(f"loading hub id {name_or_path!r} needs huggingface_hub: {err}") from None
+    try:
+        return snapshot_download(name_or_path, allow_patterns=_HUB_PATTERNS)
+    except LocalEntryNotFoundError:
+        raise UserError(f"model {name_or_path!r} is not in the Hugging Face cache and the hub cannot be reached "
+                        f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')})") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"hub repository {name_or_path!r} does not exist (or needs a token)") from None
+
+
+def _load_tokenizer(path: str):
+    if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+
+
+def load_model(name_or_path: str = "tiny", dtype="float32", mesh: Mesh | None = None,
+               param_dtype=None) -> "LanguageModel":
+    """Load a Qwen3 / Qwen3-MoE model.
+
+    ``dtype`` is the compute dtype, ``param_dtype`` (default: ``dtype``) the storage dtype.
+    ``mesh`` (axes ``'data'`` and ``'model'``): parameters are created directly with their shardings
+    (FSDP over ``data``, tensor/expert parallel over ``model``; see ``models.qwen3.params.PARTITION_RULES``).
+    """
+    if mesh is not None and not set(mesh.axis_names) <= {"data", "model"}:
+        raise UserError(f"mesh axes {mesh.axis_names} are not supported; use axes among ('data', 'model')")
+    compute = _dtype(dtype)
+    store = compute if param_dtype is None else _dtype(param_dtype)
+    path = resolve_model_dir(os.fspath(name_or_path))
+    config, params = load_hf(path, param_dtype=store, mesh=mesh)
+    return LanguageModel(config, params, tokenizer=_load_tokenizer(path), dtype=compute, mesh=mesh,
+                         name=os.fspath(name_or_path))
+
+
+class LanguageModel:
+    """A Qwen3 model with its params and tokenizer; forward, capture, interventions and generation.
+
+    Attributes: ``config`` (Qwen3Config), ``params`` (Flax tree ``model/layers_N/...``), ``tokenizer``
+    (transformers tokenizer or None), ``module`` (the linen ``Qwen3ForCausalLM``), ``mesh`` (or None),
+    ``name`` (what ``load_model`` was given).
+    """
+
+    def __init__(self, config: Qwen3Config, params, tokenizer=None, dtype=jnp.float32, mesh: Mesh | None = None,
+                 name: str = ""):
+        self.config = config
+        self.params = params
+        self.tokenizer = tokenizer
+        self.dtype = jnp.dtype(dtype)
+        self.mesh = mesh
+        self.name = name
+        self.module = Qwen3ForCausalLM(config, dtype=self.dtype, param_dtype=self.dtype)
+        self._compiled: OrderedDict = OrderedDict()
+
+    def __repr__(self):
+        c = self.config
+        return (f"LanguageModel({self.name!r}, {c.model_type}, layers={c.num_hidden_layers}, d_model={c.hidden_size}, "
+                f"vocab={c.vocab_size}, dtype={self.dtype.name})")
+
+    # ------------------------------------------------------------------ hook names
+    @property
+    def hook_names(self) -> list[str]:
+        """Every canonical hook name of this model, in forward order."""
+        return hooks.hook_names(self.config.num_hidden_layers)
+
+    def resolve_hooks(self, patterns: str | Iterable[str]) -> list[str]:
+        """Canonical names for names / aliases / globs (UserError listing the valid names otherwise)."""
+        return hooks.resolve_hooks(patterns, self.config.num_hidden_layers)
+
+    def _resolve_interventions(self, interventions: Mapping[str, Callable] | None) -> dict[str, Callable]:
+        resolved: dict[str, Callable] = {}
+        for pattern, fn in (interventions or {}).items():
+            if not callable(fn):
+                raise UserError(f"intervention for {pattern!r} must be a function act -> act, got {type(fn).__name__}")
+            for name in self.resolve_hooks([pattern]):
+                if name in resolved:
+                    raise UserError(f"two interventions target {name}")
+                resolved[name] = fn
+        return resolved
+
+    # ------------------------------------------------------------------ pure form
+    def apply(self, params, input_ids, attention_mask=None, position_ids=None, *, capture: Sequence[str] = (),
+              interventions: Mapping[str, Callable] | None = None, stop_after_capture: bool = False):
+        """Pure, traceable forward: ``(logits [B, T, V] or None, {name: [B, T, D]})``.
+
+        ``capture`` and ``interventions`` keys may be names, aliases or globs (resolved at trace time).
+        With ``stop_after_capture`` only the layers up to the deepest captured hook run; the layers
+        above, the final norm and the LM head are not computed and the logits are None.
+        """
+        names = self.resolve_hooks(list(capture)) if capture else []
+        resolved = self._resolve_interventions(interventions)
+        if stop_after_capture and not names:
+            raise UserError("stop_after_capture=True needs at least one hook to capture")
+        if attention_mask is not None and position_ids is None:
+            position_ids = positions_from_mask(attention_mask)
+        num_layers = max(hooks.layers_needed(n) for n in names) if stop_after_capture else None
+        interceptor = hooks.HookInterceptor(names, resolved)
+        out = interceptor.run(self.module.apply, {"params": params}, input_ids, attention_mask, position_ids,
+                              num_layers=num_layers)
+        acts = dict(interceptor.captured)
+        if num_layers is not None:
+            # "layers.N.input" of the first layer not run is the residual stream the truncated model returns
+            boundary = f"layers.{num_layers}.input"
+            if boundary in names and boundary not in acts:
+                acts[boundary] = interceptor.at_hook(boundary, out)
+            out = None
+        missing = [n for n in names if n not in acts]
+        assert not missing, f"hooks not reached: {missing}"  # a bug, not user input
+        return out, {n: acts[n] for n in names}
+
+    # ------------------------------------------------------------------ compiled conveniences
+    def _jitted(self, key, build: Callable):
+        fn = self._compiled.get(key)
+        if fn is None:
+            fn = jax.jit(build())
+            self._compiled[key] = fn
+            while len(self._compiled) > 32:
+                self._compiled.popitem(last=False)
+        self._compiled.move_to_end(key)
+        return fn
+
+    def _inputs(self, tokens, attention_mask):
+        ids = np.asarray(tokens)
+        if ids.ndim != 2 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+            raise UserError(f"tokens must be a non-empty [batch, seq] integer array, got shape {ids.shape} "
+                            f"dtype {ids.dtype}")
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise UserError(f"token ids must be in [0, {self.config.vocab_size}), got min {ids.min()} max {ids.max()}")
+        if attention_mask is not None:
+            mask = np.asarray(attention_mask)
+            if mask.shape != ids.shape:
+                raise UserError(f"attention_mask shape {mask.shape} differs from tokens shape {ids.shape}")
+            attention_mask = jnp.asarray(mask.astype(np.int32))
+        ids = jnp.asarray(ids.astype(np.int32))
+        if self.mesh is not None and "data" in self.mesh.shape and ids.shape[0] % self.mesh.shape["data"] == 0:
+            sharding = NamedSharding(self.mesh, P("data", None))
+            ids = jax.device_put(ids, sharding)
+            attention_mask = None if attention_mask is None else jax.device_put(attention_mask, sharding)
+        return ids, attention_mask
+
+    def logits(self, tokens, attention_mask=None, interventions: Mapping[str, Callable] | None = None):
+        """Logits ``[B, T, V]`` (compute dtype) for ``tokens [B, T]``, with optional interventions."""
+        ids, mask = self._inputs(tokens, attention_mask)
+        resolved = self._resolve_interventions(interventions)
+        key = ("logits", mask is None, _fn_key(resolved))
+        fn = self._jitted(key, lambda: lambda p, x, m: self.apply(p, x, m, interventions=resolved)[0])
+        return fn(self.params, ids, mask)
+
+    def capture(self, tokens, hook_names: str | Sequence[str], attention_mask=None,
+                interventions: Mapping[str, Callable] | None = None) -> dict[str, jax.Array]:
+        """``{canonical name: [B, T, D]}`` at the requested hooks; layers above the deepest are not run."""
+        names = self.resolve_hooks(hook_names)
+        ids, mask = self._inputs(tokens, attention_mask)
+        resolved = self._resolve_interventions(interventions)
+        key = ("capture", tuple(names), mask is None, _fn_key(resolved))
+        fn = self._jitted(key, lambda: lambda p, x, m: self.apply(
+            p, x, m, capture=names, interventions=resolved, stop_after_capture=True)[1])
+        acts = fn(self.params, ids, mask)
+        return {n: acts[n] for n in names}  # forward order (jit returns dicts with sorted keys)
+
+    # ------------------------------------------------------------------ text helpers
+    def tokenize(self, texts: str | Sequence[str], padding_side: str = "right", chat: bool = False):
+        """``(input_ids [B, T] int32, attention_mask [B, T] int32)`` numpy arrays for texts."""
+        tok = self._require_tokenizer()
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise UserError("texts must be a non-empty list of strings")
+        if chat:
+            texts = [apply_chat_template(tok, t) for t in texts]
+        encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        if any(len(e) == 0 for e in encoded):
+            raise UserError("a text encodes to zero tokens")
+        return pad_batch(encoded, pad_id=self.pad_token_id, side=padding_side)
+
+    @property
+    def pad_token_id(self) -> int:
+        tok = self.tokenizer
+        for cand in (getattr(tok, "pad_token_id", None), self.config.pad_token_id,
+                     *(self.config.eos_token_ids or ()), 0):
+            if cand is not None:
+                return int(cand)
+        return 0
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise UserError(f"model {self.name!r} has no tokenizer files (tokenizer.json / tokenizer_config.json)")
+        return self.tokenizer
+
+
+def _fn_key(interventions: Mapping[str, Callable]) -> tuple:
+    # the functions themselves (hashed by identity, kept alive by the cache) so a compiled program is only
+    # reused for the very same function objects; pass the same function again to avoid recompiling
+    return tuple(sorted(interventions.items(), key=lambda kv: kv[0]))
+
+
+def positions_from_mask(attention_mask):
+    """Position ids ``[B, T]`` counted from each row's first real token (0 on left padding)."""
+    mask = jnp.asarray(attention_mask).astype(jnp.int32)
+    return jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0).astype(jnp.int32)
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right"):
+    """Pad token lists to ``(ids [B, T], mask [B, T])`` numpy int32, padding on ``side`` ('left'/'right')."""
+    if side not in ("left", "right"):
+        raise UserError(f"padding side {side!r} is not valid; valid: 'left', 'right'")
+    length = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), length), pad_id, np.int32)
+    mask = np.zeros((len(sequences), length), np.int32)
+    for b, seq in enumerate(sequences):
+        sl = slice(length - len(seq), length) if side == "left" else slice(0, len(seq))
+        ids[b, sl] = seq
+        mask[b, sl] = 1
+    return ids, mask
+
+
+def apply_chat_template(tokenizer, text: str) -> str:
+    """One user turn rendered with the tokenizer's chat template, generation prompt appended."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("chat=True but the tokenizer has no chat_template")
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                         add_generation_prompt=True)

@@ -1,0 +1,83 @@
+"""Hook names, aliases, globs, and the intercept_methods-based interceptor on a random tiny model."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from qwen_sae_jax import hooks
+from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.models.qwen3 import Qwen3Config, Qwen3ForCausalLM
+from qwen_sae_jax.models.qwen3.params import init_params
+
+
+def test_names_aliases_and_depth():
+    names = hooks.hook_names(2)
+    assert names == ["layers.0.input", "layers.0.self_attn", "layers.0.mlp", "layers.0",
+                     "layers.1.input", "layers.1.self_attn", "layers.1.mlp", "layers.1"]
+    assert [hooks.alias_of(n) for n in names[:4]] == ["blocks.0.hook_resid_pre", "blocks.0.hook_attn_out",
+                                                      "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post"]
+    assert [hooks.layers_needed(n) for n in ("layers.3.input", "layers.3.self_attn", "layers.3", "blocks.0.hook_resid_pre")] \
+        == [3, 4, 4, 0]
+
+
+def test_resolve_globs_aliases_order_and_dedupe():
+    assert hooks.resolve_hooks(["layers.1", "blocks.0.hook_mlp_out", "layers.[0-1]"], 4) == \
+        ["layers.0.mlp", "layers.0", "layers.1"]
+    assert hooks.resolve_hooks("blocks.*.hook_resid_post", 3) == ["layers.0", "layers.1", "layers.2"]
+    assert hooks.resolve_hooks("layers.*.mlp", 2) == ["layers.0.mlp", "layers.1.mlp"]
+
+
+def test_unknown_names_raise_one_error_listing_valid_names():
+    with pytest.raises(UserError) as err:
+        hooks.resolve_hooks(["layers.0.attn", "blocks.5.hook_resid_post", "layers.1"], 2)
+    msg = str(err.value)
+    assert "'layers.0.attn'" in msg and "'blocks.5.hook_resid_post'" in msg and "'layers.1'" not in msg
+    assert "valid hook names" in msg and "0..1" in msg
+    with pytest.raises(UserError, match="not a hook name"):
+        hooks.layers_needed("resid")
+
+
+def _tiny():
+    config = Qwen3Config.from_hf({"model_type": "qwen3", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48,
+                                  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                                  "head_dim": 8})
+    return config, Qwen3ForCausalLM(config), init_params(config, seed=1)
+
+
+def test_interceptor_captures_inside_jit_without_model_changes():
+    config, model, params = _tiny()
+    ids = jnp.asarray(np.random.RandomState(0).randint(0, 64, (2, 5)))
+
+    @jax.jit
+    def run(p, x):
+        h = hooks.HookInterceptor(hooks.hook_names(2))
+        logits = h.run(model.apply, {"params": p}, x)
+        return logits, h.captured
+
+    logits, acts = run(params, ids)
+    assert set(acts) == set(hooks.hook_names(2))
+    # the residual bookkeeping holds: output = input + attn + mlp, and layer 0's output feeds layer 1
+    for i in range(2):
+        np.testing.assert_allclose(acts[f"layers.{i}"], acts[f"layers.{i}.input"] + acts[f"layers.{i}.self_attn"]
+                                   + acts[f"layers.{i}.mlp"], atol=1e-5)
+    np.testing.assert_array_equal(acts["layers.0"], acts["layers.1.input"])
+    np.testing.assert_allclose(logits, model.apply({"params": params}, ids), atol=1e-5, rtol=0)
+    # flax's own capture_intermediates sees the same decoder-layer output
+    _, state = model.apply({"params": params}, ids, capture_intermediates=True, mutable=["intermediates"])
+    np.testing.assert_allclose(state["intermediates"]["model"]["layers_1"]["__call__"][0], acts["layers.1"], atol=1e-6)
+
+
+def test_interceptor_intervention_changes_downstream_only():
+    config, model, params = _tiny()
+    ids = jnp.asarray(np.random.RandomState(1).randint(0, 64, (1, 4)))
+    h = hooks.HookInterceptor(["layers.0.mlp", "layers.1.input"], {"layers.0.mlp": lambda a: a * 0 + 1.0})
+    h.run(model.apply, {"params": params}, ids)
+    np.testing.assert_array_equal(h.captured["layers.0.mlp"], np.ones((1, 4, 32)))
+    plain = hooks.HookInterceptor(["layers.0.mlp", "layers.0.self_attn", "layers.0.input"])
+    plain.run(model.apply, {"params": params}, ids)
+    want = plain.captured["layers.0.input"] + plain.captured["layers.0.self_attn"] + 1.0
+    np.testing.assert_allclose(h.captured["layers.1.input"], want, atol=1e-6)
+    # methods other than __call__ and modules that are not hook points pass through untouched
+    with nn.intercept_methods(hooks.HookInterceptor([], {"layers.0": lambda a: a})):
+        assert model.apply({"params": params}, ids).shape == (1, 4, 64)
