@@ -1,0 +1,101 @@
+"""Initialisation: `init_sae(cfg, key, x_sample=None)`.
+
+* ``W_dec`` rows: random directions (Kaiming-uniform draw, then normalised) of norm
+  ``cfg.resolved_decoder_init_norm``; ``W_enc = W_dec^T`` (tied at init, trained apart).
+* ``b_enc = 0``; ``threshold``: ``jumprelu_init_threshold`` for jumprelu, 0 otherwise.
+* ``act_scale``: with ``normalize_activations``, sqrt(d_in) / mean ||x|| over ``x_sample`` (so the
+  normalised inputs have mean norm sqrt(d_in)); 1.0 otherwise.
+* ``b_dec``: geometric median (Weiszfeld) or mean of the normalised ``x_sample``, or zeros
+  (``cfg.b_dec_init``; zeros as well when no sample is given).
+Non-finite rows of ``x_sample`` are dropped.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.sae.config import SAEConfig
+from qwen_sae_jax.sae.core import SAE
+
+
+def geometric_median(points: jax.Array, *, max_iter: int = 100, tol: float = 1e-6, eps: float = 1e-8) -> jax.Array:
+    """Geometric median of points [N, D] (argmin_y sum_i ||x_i - y||) by Weiszfeld's iteration
+    y <- sum_i w_i x_i / sum_i w_i with w_i = 1 / max(||x_i - y||, eps), started at the mean and stopped
+    when the step is below ``tol`` times the points' scale or after ``max_iter`` steps."""
+    points = jnp.asarray(points, jnp.float32)
+    scale = jnp.maximum(jnp.mean(jnp.linalg.norm(points - jnp.mean(points, 0), axis=-1)), eps)
+
+    def step(state):
+        y, _, it = state
+        w = 1.0 / jnp.maximum(jnp.linalg.norm(points - y, axis=-1), eps)  # [N]
+        new_y = jnp.sum(w[:, None] * points, axis=0) / jnp.sum(w)
+        return new_y, jnp.linalg.norm(new_y - y), it + 1
+
+    def keep_going(state):
+        _, moved, it = state
+        return (moved > tol * scale) & (it < max_iter)
+
+    y0 = jnp.mean(points, axis=0)
+    y, _, _ = lax.while_loop(keep_going, step, (y0, jnp.asarray(jnp.inf, jnp.float32), 0))
+    return y
+
+
+def estimate_act_scale(x: jax.Array) -> jax.Array:
+    """sqrt(d_in) / mean_i ||x_i||: the factor that gives inputs [N, d_in] mean norm sqrt(d_in)."""
+    x = jnp.asarray(x, jnp.float32)
+    mean_norm = jnp.mean(jnp.linalg.norm(x, axis=-1))
+    if not bool(mean_norm > 0):
+        raise UserError("cannot estimate act_scale: the activation sample has zero mean norm")
+    return jnp.sqrt(jnp.float32(x.shape[-1])) / mean_norm
+
+
+def init_sae(cfg: SAEConfig, key: jax.Array, x_sample: jax.Array | None = None) -> SAE:
+    """A fresh SAE for ``cfg``; ``x_sample`` [N, d_in] (raw activations) sets b_dec and act_scale."""
+    if not isinstance(cfg, SAEConfig):
+        raise UserError(f"init_sae expects an SAEConfig, got {type(cfg).__name__}")
+    dtype = jnp.dtype(cfg.dtype)
+    sample = _clean_sample(cfg, x_sample)
+    if cfg.normalize_activations:
+        if sample is None:
+            raise UserError("normalize_activations=True needs x_sample (raw activations [N, d_in]) in init_sae")
+        act_scale = estimate_act_scale(sample)
+    else:
+        act_scale = jnp.ones((), jnp.float32)
+
+    bound = 1.0 / np.sqrt(cfg.d_in)
+    W_dec = jax.random.uniform(key, (cfg.d_sae, cfg.d_in), jnp.float32, -bound, bound)
+    W_dec = W_dec / jnp.maximum(jnp.linalg.norm(W_dec, axis=-1, keepdims=True), 1e-12)
+    W_dec = W_dec * cfg.resolved_decoder_init_norm  # [d_sae, d_in]
+
+    if sample is None or cfg.b_dec_init == "zeros":
+        b_dec = jnp.zeros((cfg.d_in,), jnp.float32)
+    elif cfg.b_dec_init == "mean":
+        b_dec = jnp.mean(sample * act_scale, axis=0)
+    else:
+        b_dec = geometric_median(sample * act_scale)
+
+    threshold_value = cfg.jumprelu_init_threshold if cfg.architecture == "jumprelu" else 0.0
+    return SAE(
+        W_enc=W_dec.T.astype(dtype),
+        b_enc=jnp.zeros((cfg.d_sae,), dtype),
+        W_dec=W_dec.astype(dtype),
+        b_dec=b_dec.astype(dtype),
+        threshold=jnp.full((cfg.d_sae,), threshold_value, dtype),
+        act_scale=act_scale.astype(jnp.float32),
+        cfg=cfg,
+    )
+
+
+def _clean_sample(cfg: SAEConfig, x_sample: jax.Array | None) -> jax.Array | None:
+    if x_sample is None:
+        return None
+    x = jnp.asarray(x_sample, jnp.float32)
+    if x.ndim != 2 or x.shape[1] != cfg.d_in:
+        raise UserError(f"x_sample must have shape [N, d_in={cfg.d_in}]; got {tuple(x.shape)}")
+    x = x[jnp.all(jnp.isfinite(x), axis=-1)]
+    if x.shape[0] == 0:
+        raise UserError("x_sample has no finite rows")
+    return x

@@ -1,0 +1,1 @@
+"""Pallas kernels for the SAE core (fused encoder + TopK)."""

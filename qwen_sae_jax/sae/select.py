@@ -1,0 +1,55 @@
+"""Top-k selection of encoder latents: ``relu(x_enc @ W_enc + b_enc)``'s k largest entries per row.
+
+Implementations (``implementation=``): "xla" (dense pre-activations + `lax.top_k`), "approx" (dense
+pre-activations + `lax.approx_max_k`, TPU's fused approximate top-k; exact fallback elsewhere), "pallas"
+(the fused encoder+TopK kernel in `kernels/topk.py`, which never writes the dense pre-activations), and
+"auto" (Pallas on TPU/GPU, XLA on CPU). Every output here is a forward value only: gradients come from
+`sparse.sparse_encoder_acts`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from qwen_sae_jax.sae.config import resolve_implementation
+
+# recall requested from lax.approx_max_k (measured in benchmarks/sae_step.py, see docs/sae.md)
+APPROX_RECALL_TARGET = 0.95
+
+
+def dense_pre_activations(x_enc: jax.Array, W_enc: jax.Array, b_enc: jax.Array) -> jax.Array:
+    """[B, d_in] @ [d_in, d_sae] + [d_sae] -> [B, d_sae] (float32 accumulation, param dtype out)."""
+    pre = jnp.dot(x_enc, W_enc, preferred_element_type=jnp.float32) + b_enc.astype(jnp.float32)
+    return pre.astype(W_enc.dtype)
+
+
+def top_k_of(pre: jax.Array, k: int, implementation: str) -> tuple[jax.Array, jax.Array]:
+    """(values, int32 indices) of the k largest entries of each row of ``pre`` [B, N]."""
+    if implementation == "approx":
+        vals, idx = lax.approx_max_k(pre, k, recall_target=APPROX_RECALL_TARGET)
+    else:
+        vals, idx = lax.top_k(pre, k)
+    return vals, idx.astype(jnp.int32)
+
+
+def select_topk(
+    x_enc: jax.Array, W_enc: jax.Array, b_enc: jax.Array, k: int, implementation: str = "auto"
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """Select the k largest ReLU'd pre-activations per row.
+
+    x_enc [B, d_in] (already normalised and b_dec-shifted), W_enc [d_in, d_sae], b_enc [d_sae].
+    Returns ``(acts [B, k] >= 0, idx [B, k] int32, pre)`` where ``pre`` is the dense [B, d_sae]
+    pre-activation matrix when the implementation built it (xla/approx; reusable for AuxK) and None for
+    Pallas. Rows are sorted by decreasing activation. No gradient flows through the outputs.
+    """
+    implementation = resolve_implementation(implementation)
+    x_enc, W_enc, b_enc = (lax.stop_gradient(a) for a in (x_enc, W_enc, b_enc))
+    if implementation == "pallas":
+        from qwen_sae_jax.sae.kernels.topk import fused_encoder_topk
+
+        acts, idx = fused_encoder_topk(x_enc, W_enc, b_enc, k)
+        return acts, idx, None
+    pre = dense_pre_activations(x_enc, W_enc, b_enc)
+    vals, idx = top_k_of(pre, k, implementation)
+    return jnp.maximum(vals, 0), idx, pre

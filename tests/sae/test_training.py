@@ -1,0 +1,157 @@
+"""Init, decoder-norm handling around optimizer steps, dead latents, BatchTopK/JumpReLU thresholds, NaN
+policy and input errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.sae import (
+    SAEConfig, after_update, before_update, dead_mask, geometric_median, init_sae, init_tokens_since_fired,
+    sae_loss, trainable_mask, update_tokens_since_fired,
+)
+
+
+def _data(n=64, d_in=8, seed=0):
+    return jax.random.normal(jax.random.key(seed), (n, d_in)) * 2 + 3
+
+
+def _train(cfg, steps, x, lr=1e-2, dead=None):
+    sae = init_sae(cfg, jax.random.key(1), x)
+    opt = optax.masked(optax.adam(lr), trainable_mask(sae))
+    opt_state = opt.init(sae)
+
+    @jax.jit
+    def step(sae, opt_state):
+        (loss, terms), grads = jax.value_and_grad(lambda s: sae_loss(s, x, dead_mask=dead), has_aux=True)(sae)
+        grads = before_update(sae, grads)
+        updates, opt_state = opt.update(grads, opt_state, sae)
+        sae = after_update(optax.apply_updates(sae, updates), terms)
+        return sae, opt_state, loss, terms, grads
+
+    history = []
+    for _ in range(steps):
+        sae, opt_state, loss, terms, grads = step(sae, opt_state)
+        history.append((float(loss), terms, grads))
+    return sae, history
+
+
+def test_geometric_median_matches_brute_force_and_resists_outliers():
+    pts = jnp.concatenate([jax.random.normal(jax.random.key(0), (50, 3)), jnp.full((5, 3), 100.0)])
+    med = geometric_median(pts)
+    cost = lambda y: float(jnp.sum(jnp.linalg.norm(pts - y, axis=-1)))  # noqa: E731
+    for delta in jnp.eye(3) * 1e-2:
+        assert cost(med) <= cost(med + delta) + 1e-4 and cost(med) <= cost(med - delta) + 1e-4
+    assert float(jnp.linalg.norm(med)) < 1.0 < float(jnp.linalg.norm(pts.mean(0)))
+
+
+def test_init_ties_encoder_to_decoder_and_sets_scale():
+    x = _data()
+    cfg = SAEConfig(architecture="relu", d_in=8, d_sae=24, normalize_activations=True, b_dec_init="mean")
+    sae = init_sae(cfg, jax.random.key(0), x)
+    np.testing.assert_array_equal(sae.W_enc, sae.W_dec.T)
+    np.testing.assert_allclose(jnp.linalg.norm(sae.W_dec, axis=-1), 0.1, rtol=1e-5)
+    np.testing.assert_allclose(jnp.mean(jnp.linalg.norm(x * sae.act_scale, axis=-1)), np.sqrt(8), rtol=1e-5)
+    np.testing.assert_allclose(sae.b_dec, jnp.mean(x * sae.act_scale, 0), rtol=1e-5)
+    with pytest.raises(UserError, match="needs x_sample"):
+        init_sae(cfg, jax.random.key(0))
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu"])
+def test_decoder_rows_stay_unit_norm_after_optimizer_steps(arch):
+    cfg = SAEConfig(architecture=arch, d_in=8, d_sae=24, k=3 if "topk" in arch else None)
+    sae, history = _train(cfg, 5, _data())
+    np.testing.assert_allclose(jnp.linalg.norm(sae.W_dec, axis=-1), 1.0, rtol=1e-5)
+    assert history[-1][0] < history[0][0]
+    _, terms, grads = history[-1]
+    projected = before_update(sae, grads)
+    assert float(jnp.max(jnp.abs(jnp.sum(projected.W_dec * sae.W_dec, -1)))) < 1e-5
+
+
+def test_relu_decoder_is_not_renormalised_and_loss_falls():
+    cfg = SAEConfig(architecture="relu", d_in=8, d_sae=24, l1_coefficient=0.1)
+    sae, history = _train(cfg, 5, _data())
+    assert not np.allclose(jnp.linalg.norm(sae.W_dec, axis=-1), 0.1, rtol=1e-4)
+    assert history[-1][0] < history[0][0]
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_auxk_is_zero_when_nothing_is_dead(arch):
+    cfg = SAEConfig(architecture=arch, d_in=8, d_sae=24, k=3)
+    sae = init_sae(cfg, jax.random.key(0), _data())
+    _, none_dead = sae_loss(sae, _data(seed=1), dead_mask=jnp.zeros(24, bool))
+    _, no_mask = sae_loss(sae, _data(seed=1))
+    _, some_dead = sae_loss(sae, _data(seed=1), dead_mask=jnp.arange(24) < 12)
+    assert float(none_dead.aux) == 0.0 and float(no_mask.aux) == 0.0
+    assert float(some_dead.aux) > 0.0
+
+
+def test_jumprelu_threshold_gradient_is_finite_and_moves_thresholds():
+    cfg = SAEConfig(architecture="jumprelu", d_in=8, d_sae=24, jumprelu_bandwidth=0.5, jumprelu_init_threshold=0.3,
+                    l0_coefficient=0.5)
+    sae0 = init_sae(cfg, jax.random.key(1), _data())
+    sae, history = _train(cfg, 5, _data())
+    g = history[0][2].threshold
+    assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.max(jnp.abs(g))) > 0
+    assert float(jnp.max(jnp.abs(sae.threshold - sae0.threshold))) > 1e-3
+
+
+def test_batchtopk_threshold_tracks_the_smallest_selected_activation():
+    cfg = SAEConfig(architecture="batchtopk", d_in=8, d_sae=24, k=3, batchtopk_threshold_lr=0.5)
+    sae, history = _train(cfg, 6, _data())
+    assert float(sae.threshold[0]) > 0 and bool(jnp.all(sae.threshold == sae.threshold[0]))
+    assert float(history[-1][1].min_active) > 0
+    # the learned threshold reproduces roughly k active latents per token at inference
+    l0 = float(jnp.mean(jnp.sum(sae.encode(_data()) > 0, -1)))
+    assert 1.0 <= l0 <= 9.0
+
+
+def test_dead_latent_counter():
+    cfg = SAEConfig(architecture="topk", d_in=4, d_sae=6, k=1, dead_tokens_threshold=100)
+    counter = init_tokens_since_fired(cfg)
+    fired = jnp.array([True, False, False, False, False, True])
+    counter = update_tokens_since_fired(counter, fired, 60, cfg)
+    assert not bool(jnp.any(dead_mask(counter, cfg)))
+    counter = update_tokens_since_fired(counter, ~fired, 60, cfg)  # [60, 0, 0, 0, 0, 60]
+    counter = update_tokens_since_fired(counter, jnp.zeros(6, bool), 50, cfg)
+    np.testing.assert_array_equal(counter, [100, 50, 50, 50, 50, 100])
+    np.testing.assert_array_equal(dead_mask(counter, cfg), [True, False, False, False, False, True])
+    counter = update_tokens_since_fired(counter, jnp.zeros(6, bool), 2**31 - 1, cfg)
+    assert int(counter.max()) == 100  # saturates, never overflows
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu"])
+def test_nan_rows_are_skipped_and_counted_never_reaching_parameters(arch):
+    cfg = SAEConfig(architecture=arch, d_in=8, d_sae=24, k=3 if "topk" in arch else None)
+    sae = init_sae(cfg, jax.random.key(0), _data())
+    x = _data(16, seed=3)
+    bad = x.at[2, 1].set(jnp.nan).at[5, 0].set(jnp.inf)
+    loss_fn = lambda s, data: sae_loss(s, data, dead_mask=jnp.arange(24) < 4)  # noqa: E731
+    (loss_bad, terms_bad), grads_bad = jax.value_and_grad(loss_fn, has_aux=True)(sae, bad)
+    clean = jnp.delete(x, jnp.array([2, 5]), axis=0)
+    (loss_clean, terms_clean), grads_clean = jax.value_and_grad(loss_fn, has_aux=True)(sae, clean)
+    assert int(terms_bad.n_nonfinite) == 2 and int(terms_clean.n_nonfinite) == 0
+    if arch != "batchtopk":  # batchtopk's batch budget is k * B, so skipped rows change the selection
+        np.testing.assert_allclose(loss_bad, loss_clean, rtol=1e-5)
+    for leaf in jax.tree.leaves(grads_bad):
+        assert bool(jnp.all(jnp.isfinite(leaf)))
+
+
+def test_bad_inputs_raise_clear_errors():
+    cfg = SAEConfig(architecture="topk", d_in=8, d_sae=24, k=3, hook_name="layers.2")
+    sae = init_sae(cfg, jax.random.key(0))
+    with pytest.raises(UserError, match="d_in=8"):
+        sae.encode(jnp.ones((4, 7)))
+    with pytest.raises(UserError, match="d_in=8"):
+        sae_loss(sae, jnp.ones((4, 9)))
+    with pytest.raises(UserError, match="NaN or inf"):
+        sae.encode(jnp.ones((4, 8)).at[1, 1].set(jnp.nan))
+    with pytest.raises(UserError, match="NaN or inf"):
+        sae(jnp.ones((4, 8)).at[0, 0].set(jnp.inf))
+    with pytest.raises(UserError, match="d_sae=24"):
+        sae.decode(jnp.ones((4, 23)))
+    with pytest.raises(UserError, match="dead_mask"):
+        sae_loss(sae, jnp.ones((4, 8)), dead_mask=jnp.ones(23, bool))
+    with pytest.raises(UserError, match="implementation"):
+        sae.encode(jnp.ones((4, 8)), implementation="fast")
