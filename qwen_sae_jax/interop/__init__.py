@@ -1,0 +1,9 @@
+"""PyTorch-ecosystem SAE formats (SAELens v6, sparsify, Qwen-Scope) both ways, and `load_sae` with
+format auto-detection. See docs/interop.md for each format's conventions.
+
+    from qwen_sae_jax.interop import load_sae, load_saes, export_saes
+"""
+from qwen_sae_jax.interop.export import EXPORT_FORMATS, export_saes
+from qwen_sae_jax.interop.load import FORMATS, detect_format, find_saes, load_sae, load_saes
+
+__all__ = ["EXPORT_FORMATS", "FORMATS", "detect_format", "export_saes", "find_saes", "load_sae", "load_saes"]
