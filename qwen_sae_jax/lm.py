@@ -220,6 +220,77 @@ class LanguageModel:
         acts = fn(self.params, ids, mask)
         return {n: acts[n] for n in names}  # forward order (jit returns dicts with sorted keys)
 
+    # ------------------------------------------------------------------ generation
+    def stop_token_ids(self) -> tuple[int, ...]:
+        """Token ids that end generation: the config's EOS ids, the tokenizer's EOS and ``<|im_end|>``."""
+        ids = set(self.config.eos_token_ids)
+        tok = self.tokenizer
+        if tok is not None:
+            if tok.eos_token_id is not None:
+                ids.add(int(tok.eos_token_id))
+            im_end = tok.convert_tokens_to_ids("<|im_end|>")
+            if isinstance(im_end, int) and im_end != tok.unk_token_id and im_end >= 0:
+                ids.add(im_end)
+        return tuple(sorted(ids))
+
+    def generate_tokens(self, tokens, attention_mask=None, *, max_new_tokens: int = 32, temperature: float = 0.0,
+                        top_p: float = 1.0, seed: int = 0, interventions: Mapping[str, Callable] | None = None,
+                        stop_ids: Sequence[int] | None = None):
+        """New tokens for left-padded prompts ``tokens [B, P]``: ``(tokens [B, N] int32, lengths [B])`` numpy.
+
+        Positions after ``lengths[b]`` hold the pad id. ``stop_ids`` defaults to ``stop_token_ids()``.
+        """
+        from qwen_sae_jax.models.qwen3.generate import generate
+
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        if not temperature >= 0.0:
+            raise UserError(f"temperature must be >= 0, got {temperature}")
+        if not 0.0 < top_p <= 1.0:
+            raise UserError(f"top_p must be in (0, 1], got {top_p}")
+        ids, mask = self._inputs(tokens, attention_mask)
+        if mask is None:
+            mask = jnp.ones_like(ids)
+        elif bool(jnp.any(mask[:, -1] == 0)):
+            raise UserError("generation needs left-padded prompts: the last column of attention_mask must be 1")
+        total = ids.shape[1] + max_new_tokens
+        if total > self.config.max_position_embeddings:
+            raise UserError(f"prompt length {ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds "
+                            f"max_position_embeddings={self.config.max_position_embeddings}")
+        # pad the prompt on the left to a multiple of 16 tokens so that nearby lengths share one program
+        extra = -ids.shape[1] % 16
+        if extra:
+            ids = jnp.pad(ids, ((0, 0), (extra, 0)), constant_values=self.pad_token_id)
+            mask = jnp.pad(mask, ((0, 0), (extra, 0)))
+        resolved = self._resolve_interventions(interventions)
+        stops = tuple(self.stop_token_ids() if stop_ids is None else stop_ids)
+        greedy, use_top_p = temperature == 0.0, top_p < 1.0
+        key = ("generate", max_new_tokens, stops, greedy, use_top_p, _fn_key(resolved))
+
+        def build():
+            def run(params, ids, mask, temperature, top_p, rng):
+                interceptor = hooks.HookInterceptor((), resolved)
+                return generate(self.module, params, ids, mask, max_new_tokens=max_new_tokens, stop_ids=stops,
+                                pad_id=self.pad_token_id, greedy=greedy, use_top_p=use_top_p,
+                                temperature=temperature, top_p=top_p, key=rng, wrap=interceptor.run)
+            return run
+
+        out, lengths = self._jitted(key, build)(self.params, ids, mask, jnp.float32(max(temperature, 1e-6)),
+                                                jnp.float32(top_p), jax.random.key(seed))
+        return np.asarray(out), np.asarray(lengths)
+
+    def generate(self, prompts: str | Sequence[str], max_new_tokens: int = 32, chat: bool = True,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                 interventions: Mapping[str, Callable] | None = None) -> str | list[str]:
+        """Continue each prompt; with ``chat`` the prompt is one user turn rendered by the tokenizer's chat
+        template. Returns the decoded new text (special tokens dropped): a str for a str, else a list."""
+        single = isinstance(prompts, str)
+        ids, mask = self.tokenize([prompts] if single else prompts, padding_side="left", chat=chat)
+        out, lengths = self.generate_tokens(ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
+                                            top_p=top_p, seed=seed, interventions=interventions)
+        texts = [self.tokenizer.decode(row[:n].tolist(), skip_special_tokens=True) for row, n in zip(out, lengths)]
+        return texts[0] if single else texts
+
     # ------------------------------------------------------------------ text helpers
     def tokenize(self, texts: str | Sequence[str], padding_side: str = "right", chat: bool = False):
         """``(input_ids [B, T] int32, attention_mask [B, T] int32)`` numpy arrays for texts."""
