@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""Rebuild the embedded tiny Qwen3 (``qwen_sae_jax/assets/tiny-qwen3``) from scratch, deterministically from a seed.
+
+Stages (run all, or pick with --stages):
+  install    apt-get install the text sources: fortunes fortunes-zh python3.11-doc (libpython3.11-stdlib
+             comes with them); needs root, skipped when the files are already there
+  corpus     gather + split the sources, synthesise chat, write held-out texts and prompt lists
+  tokenizer  train the byte-level BPE (HF tokenizers) with Qwen3's special tokens and chat template
+  tokenize   token streams per source (uint16 .npy) for training and held-out evaluation
+  train      train the project's Flax Qwen3 with optax (resumes from WORK/checkpoint.msgpack)
+  export     write the HF directory into the package assets
+  quality    measure the quality bars, write quality.json and the model card README.md
+
+Examples:
+  python launch/build_tiny_model.py                          # everything, 45-minute training budget
+  python launch/build_tiny_model.py --max-steps 2400 --time-budget 0   # repeat a recorded run exactly
+  python launch/build_tiny_model.py --stages quality         # re-measure the committed model
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+STAGES = ("install", "corpus", "tokenizer", "tokenize", "train", "export", "quality")
+APT_PACKAGES = ("fortunes", "fortunes-zh", "python3.11-doc")
+DEFAULT_OUT = REPO / "qwen_sae_jax" / "assets" / "tiny-qwen3"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def stage_install(args) -> None:
+    from qwen_sae_jax.tinymodel import corpus
+    try:
+        corpus.check_sources_installed()
+        log("text sources already installed")
+        return
+    except FileNotFoundError:
+        pass
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *APT_PACKAGES], check=True, env=env)
+    corpus.check_sources_installed()
+
+
+def stage_corpus(args) -> None:
+    from qwen_sae_jax.tinymodel import data
+    stats = data.build_corpus(args.work, args.out / "heldout", args.seed, args.chat_train, args.chat_heldout,
+                              args.n_prompts)
+    (args.work / "corpus_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    log("corpus: " + json.dumps(stats))
+
+
+def _train_texts(args, name: str) -> list[str]:
+    from qwen_sae_jax.tinymodel import data
+    return data.load_texts(args.work / "corpus" / f"{name}.train.jsonl")
+
+
+def stage_tokenizer(args) -> None:
+    from qwen_sae_jax.tinymodel import corpus, tokenizer
+    sample: list[str] = []
+    for name in corpus.SOURCES:       # an equal character budget per source, so no script dominates the merges
+        n = 0
+        for doc in _train_texts(args, name):
+            if n >= args.tokenizer_chars_per_source:
+                break
+            sample.append(doc)
+            n += len(doc)
+    tok = tokenizer.train_bpe(sample, args.vocab_size)
+    tokenizer.save_tokenizer(tok, args.work / "tokenizer", model_max_length=args.max_position_embeddings)
+    log(f"tokenizer: vocab {tok.get_vocab_size()}, special ids {tokenizer.special_token_ids(tok)}")
+
+
+def stage_tokenize(args) -> None:
+    import numpy as np
+    from tokenizers import Tokenizer
+    from qwen_sae_jax.tinymodel import corpus, data
+    tok = Tokenizer.from_file(str(args.work / "tokenizer" / "tokenizer.json"))
+    eot = tok.token_to_id("<|endoftext|>")
+    (args.work / "tokens").mkdir(parents=True, exist_ok=True)
+    for name in corpus.SOURCES:
+        train = data.tokenize_split(tok, _train_texts(args, name), eot)
+        held = data.tokenize_split(tok, data.load_texts(args.out / "heldout" / f"{name}.jsonl"), eot)
+        np.save(args.work / "tokens" / f"{name}.train.npy", train)
+        np.save(args.work / "tokens" / f"{name}.heldout.npy", held)
+        log(f"tokens {name}: train {len(train):,} held-out {len(held):,}")
+
+
+def _model_shape(args):
+    from qwen_sae_jax.tinymodel.train import ModelShape
+    return ModelShape(num_hidden_layers=args.layers, hidden_size=args.hidden, intermediate_size=args.intermediate,
+                      num_attention_heads=args.heads, num_key_value_heads=args.kv_heads, head_dim=args.head_dim,
+                      vocab_size=args.vocab_size, max_position_embeddings=args.max_position_embeddings)
+
+
+def _special_ids(args) -> tuple[tuple[int, ...], int]:
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(args.work / "tokenizer" / "tokenizer.json"))
+    return (tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")), tok.token_to_id("<|endoftext|>")
+
+
+def stage_train(args) -> None:
+    import numpy as np
+    from qwen_sae_jax.tinymodel import corpus
+    from qwen_sae_jax.tinymodel.train import TrainConfig, train
+    streams = {n: np.load(args.work / "tokens" / f"{n}.train.npy") for n in corpus.SOURCES}
+    heldout = {n: np.load(args.work / "tokens" / f"{n}.heldout.npy") for n in corpus.SOURCES}
+    cfg = TrainConfig(seed=args.seed, ctx_len=args.ctx_len, batch_size=args.batch_size, lr=args.lr,
+                      max_steps=args.max_steps, time_budget_s=args.time_budget)
+    eos, pad = _special_ids(args)
+    _, _, summary = train(args.work / "run", streams, heldout, _model_shape(args), cfg, eos, pad, log=log)
+    log("train summary: " + json.dumps({k: v for k, v in summary.items() if k not in ("train_config", "model_shape")}))
+
+
+def stage_export(args) -> None:
+    import pickle
+    from flax import serialization
+    from qwen_sae_jax.models.qwen3.params import init_params
+    from qwen_sae_jax.tinymodel.export import export_model
+    saved = pickle.loads((args.work / "run" / "checkpoint.msgpack").read_bytes())
+    eos, pad = _special_ids(args)
+    from qwen_sae_jax.tinymodel.train import ModelShape
+    config = ModelShape(**saved["model_shape"]).qwen3_config(eos, pad)
+    params = serialization.from_bytes(init_params(config), saved["params"])
+    export_model(params, config, args.work / "tokenizer", args.out, args.work / "hf")
+    shutil.copyfile(args.work / "run" / "train_summary.json", args.work / "hf" / "train_summary.json")
+    log(f"exported step {saved['state']['step']} to {args.out}")
+
+
+def stage_quality(args) -> None:
+    from qwen_sae_jax.tinymodel import quality
+    train_summary = json.loads((args.work / "run" / "train_summary.json").read_text()) \
+        if (args.work / "run" / "train_summary.json").exists() else None
+    corpus_stats = json.loads((args.work / "corpus_stats.json").read_text()) \
+        if (args.work / "corpus_stats.json").exists() else None
+    report = quality.measure(args.out, max_new_tokens=args.gen_tokens, log=log)
+    (args.out / "quality.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if train_summary is not None:
+        (args.out / "train_summary.json").write_text(json.dumps(train_summary, indent=2) + "\n")
+    quality.write_model_card(args.out, report, train_summary, corpus_stats, seed=args.seed)
+    log("quality: " + json.dumps(report["summary"]))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", type=Path, default=REPO / "build" / "tiny-qwen3", help="scratch directory")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the HF model directory to write")
+    p.add_argument("--chat-train", type=int, default=80_000, help="synthetic training conversations")
+    p.add_argument("--chat-heldout", type=int, default=1_000, help="held-out conversations (CE split)")
+    p.add_argument("--n-prompts", type=int, default=150, help="held-out harmful and harmless prompts, each")
+    p.add_argument("--vocab-size", type=int, default=4096)
+    p.add_argument("--tokenizer-chars-per-source", type=int, default=2_500_000)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=192)
+    p.add_argument("--intermediate", type=int, default=512)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--head-dim", type=int, default=48)
+    p.add_argument("--max-position-embeddings", type=int, default=512)
+    p.add_argument("--ctx-len", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--max-steps", type=int, default=6000)
+    p.add_argument("--time-budget", type=float, default=2700.0,
+                   help="seconds of training; 0 = run exactly --max-steps (the deterministic rebuild)")
+    p.add_argument("--gen-tokens", type=int, default=48, help="new tokens per prompt in the refusal measurement")
+    args = p.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        p.error(f"unknown stage(s) {bad}; valid: {', '.join(STAGES)}")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args.work.mkdir(parents=True, exist_ok=True)
+    for stage in STAGES:
+        if stage in stages:
+            log(f"== {stage}")
+            globals()[f"stage_{stage}"](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""Training loop of the tiny Qwen3: the project's Flax ``Qwen3ForCausalLM`` + optax AdamW, next-token loss.
+
+Batches are ``[B, T + 1]`` windows cut at seeded random offsets from one token stream per source, the
+source of each row drawn with ``TrainConfig.source_weights``. The learning rate warms up linearly over
+``warmup_steps`` and then follows a cosine down to ``min_lr_ratio * lr`` at ``total_steps``.
+
+Run length: with ``time_budget_s > 0`` the loop times steps ``measure_from``..``measure_until`` and then
+fixes ``total_steps = min(max_steps, steps that fit in the budget)``; the schedule is step-based from then
+on (and ``measure_until < warmup_steps``, so the steps before that choice do not depend on it). Rerunning
+with ``max_steps=<that number>`` and ``time_budget_s=0`` therefore repeats the run exactly. The loop also
+stops early when the held-out loss plateaus (``plateau_evals`` evaluations in a row improving the mean
+held-out loss by less than ``plateau_rel``), and hard-stops at ``1.2 x time_budget_s`` if the machine slows.
+
+State (params, optimizer state, step, total_steps, sampler state) is checkpointed atomically every
+``checkpoint_every`` steps to ``WORK/checkpoint.msgpack``; a restarted run resumes from it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization, traverse_util
+
+from qwen_sae_jax.models.qwen3 import Qwen3Config, Qwen3ForCausalLM
+from qwen_sae_jax.models.qwen3.params import init_params
+
+
+@dataclass
+class ModelShape:
+    """Architecture of the tiny model (a Qwen3 config minus the token ids, which come from the tokenizer)."""
+
+    num_hidden_layers: int = 4
+    hidden_size: int = 192
+    intermediate_size: int = 512
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 48
+    vocab_size: int = 4096
+    max_position_embeddings: int = 512
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = True
+
+    def qwen3_config(self, eos_token_ids: tuple[int, ...], pad_token_id: int) -> Qwen3Config:
+        return Qwen3Config(**asdict(self), eos_token_ids=eos_token_ids, pad_token_id=pad_token_id)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and run-length settings."""
+
+    seed: int = 0
+    ctx_len: int = 256
+    batch_size: int = 16
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    max_steps: int = 6000
+    time_budget_s: float = 2700.0
+    measure_from: int = 10
+    measure_until: int = 60
+    eval_every: int = 150
+    eval_windows: int = 16            # held-out windows of ctx_len per source used during training
+    plateau_evals: int = 4
+    plateau_rel: float = 0.002
+    checkpoint_every: int = 150
+    source_weights: dict[str, float] = field(default_factory=lambda: {
+        "chat": 0.45, "english": 0.14, "chinese": 0.12, "docs": 0.12, "code": 0.17})
+
+
+class WindowSampler:
+    """Seeded random ``[B, T + 1]`` windows; each row from a source drawn with ``weights``."""
+
+    def __init__(self, streams: dict[str, np.ndarray], weights: dict[str, float], seed: int):
+        self.names = sorted(weights)
+        self.streams = streams
+        p = np.asarray([weights[n] for n in self.names], np.float64)
+        self.p = p / p.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, batch_size: int, width: int) -> np.ndarray:
+        rows = np.empty((batch_size, width), np.int32)
+        for r, s in enumerate(self.rng.choice(len(self.names), size=batch_size, p=self.p)):
+            stream = self.streams[self.names[s]]
+            start = self.rng.integers(0, len(stream) - width)
+            rows[r] = stream[start:start + width]
+        return rows
+
+
+def heldout_windows(stream: np.ndarray, width: int, n: int) -> np.ndarray:
+    """Up to ``n`` consecutive non-overlapping windows ``[n, width]`` from the start of a held-out stream."""
+    n = min(n, len(stream) // width)
+    return stream[: n * width].reshape(n, width).astype(np.int32)
+
+
+def lr_at(step, total_steps, cfg: TrainConfig):
+    warm = cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = jnp.clip((step - cfg.warmup_steps) / jnp.maximum(total_steps - cfg.warmup_steps, 1), 0.0, 1.0)
+    cos = cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + jnp.cos(jnp.pi * frac)))
+    return jnp.where(step < cfg.warmup_steps, warm, cos)
+
+
+def _decay_mask(params):
+    """Weight decay on matrices only (not on RMSNorm weights)."""
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({k: v.ndim >= 2 for k, v in flat.items()})
+
+
+def make_optimizer(cfg: TrainConfig):
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.grad_clip),
+        optax.inject_hyperparams(optax.adamw, static_args=("mask",))(learning_rate=cfg.lr, b1=0.9, b2=0.95, eps=1e-8,
+                                              weight_decay=cfg.weight_decay, mask=_decay_mask),
+    )
+
+
+def make_step_fns(model: Qwen3ForCausalLM, optimizer, cfg: TrainConfig):
+    def loss_fn(params, tokens):                      # tokens [B, T + 1]
+        logits = model.apply({"params": params}, tokens[:, :-1])            # [B, T, V]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+    @jax.jit
+    def train_step(params, opt_state, tokens, step, total_steps):
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
+        opt_state[1].hyperparams["learning_rate"] = lr_at(step, total_steps, cfg)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
+
+    @jax.jit
+    def eval_loss(params, tokens):
+        return loss_fn(params, tokens)
+
+    return train_step, eval_loss
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def train(work_dir: Path, streams: dict[str, np.ndarray], heldout: dict[str, np.ndarray], shape: ModelShape,
+          cfg: TrainConfig, eos_token_ids: tuple[int, ...], pad_token_id: int, log=print, stop_at_step: int = 0):
+    """Train (or resume) and return ``(params, qwen3_config, summary)``; the best-by-held-out params are
+    also saved as ``WORK/best_params.msgpack``. ``stop_at_step > 0`` interrupts the run (checkpointed) after
+    that step, to be resumed by a later call."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config = shape.qwen3_config(eos_token_ids, pad_token_id)
+    model = Qwen3ForCausalLM(config)
+    optimizer = make_optimizer(cfg)
+    train_step, eval_loss = make_step_fns(model, optimizer, cfg)
+    width = cfg.ctx_len + 1
+    eval_sets = {n: heldout_windows(s, width, cfg.eval_windows) for n, s in sorted(heldout.items())}
+
+    params = init_params(config, seed=cfg.seed)
+    opt_state = optimizer.init(params)
+    sampler = WindowSampler(streams, cfg.source_weights, cfg.seed)
+    state = {"step": 0, "total_steps": cfg.max_steps, "best": math.inf, "history": [], "elapsed": 0.0,
+             "tokens": 0}
+    ckpt, best_path, log_path = work_dir / "checkpoint.msgpack", work_dir / "best_params.msgpack", work_dir / "train_log.jsonl"
+    if ckpt.exists():
+        saved = pickle.loads(ckpt.read_bytes())
+        params = serialization.from_bytes(params, saved["params"])
+        opt_state = serialization.from_bytes(opt_state, saved["opt_state"])
+        sampler.rng.bit_generator.state = saved["sampler"]
+        state = saved["state"]
+        log(f"resumed from step {state['step']} (total_steps {state['total_steps']})")
+
+    def save_checkpoint():
+        payload = {"params": serialization.to_bytes(params), "opt_state": serialization.to_bytes(opt_state),
+                   "sampler": sampler.rng.bit_generator.state, "state": state,
+                   "train_config": asdict(cfg), "model_shape": asdict(shape)}
+        _atomic_write(ckpt, pickle.dumps(payload))
+
+    def evaluate():
+        return {n: float(eval_loss(params, jnp.asarray(w))) for n, w in eval_sets.items()}
+
+    t_start = time.time() - state["elapsed"]
+    t_measure = None
+    stop_reason = "max_steps"
+    with open(log_path, "a") as logf:
+        while state["step"] < state["total_steps"]:
+            step = state["step"]
+            tokens = jnp.asarray(sampler.batch(cfg.batch_size, width))
+            params, opt_state, loss, gnorm = train_step(params, opt_state, tokens, jnp.int32(step),
+                                                        jnp.int32(state["total_steps"]))
+            state["step"] = step = step + 1
+            state["tokens"] += cfg.batch_size * cfg.ctx_len
+            elapsed = time.time() - t_start
+            state["elapsed"] = elapsed
+            if step == cfg.measure_from:
+                loss.block_until_ready()
+                t_measure = time.time()
+            if step == cfg.measure_until and cfg.time_budget_s > 0 and t_measure is not None:
+                loss.block_until_ready()
+                per_step = (time.time() - t_measure) / (cfg.measure_until - cfg.measure_from)
+                fit = int(step + (cfg.time_budget_s - elapsed) / per_step)
+                state["total_steps"] = max(cfg.warmup_steps + 1, min(cfg.max_steps, fit))
+                log(f"{per_step:.3f} s/step ({cfg.batch_size * cfg.ctx_len / per_step:.0f} tokens/s): "
+                    f"total_steps fixed at {state['total_steps']}")
+            if step % 25 == 0 or step == 1:
+                row = {"step": step, "loss": float(loss), "grad_norm": float(gnorm), "elapsed_s": round(elapsed, 1),
+                       "lr": float(lr_at(step - 1, state["total_steps"], cfg))}
+                logf.write(json.dumps(row) + "\n")
+                logf.flush()
+                log(json.dumps(row))
+            done = step >= state["total_steps"]
+            if step % cfg.eval_every == 0 or done:
+                losses = evaluate()
+                mean = float(np.mean(list(losses.values())))
+                state["history"].append({"step": step, "heldout": losses, "mean": mean})
+                logf.write(json.dumps({"step": step, "heldout": losses, "heldout_mean": mean}) + "\n")
+                logf.flush()
+                log(f"step {step} held-out {json.dumps({k: round(v, 3) for k, v in losses.items()})} mean {mean:.4f}")
+                if mean < state["best"]:
+                    state["best"] = mean
+                    _atomic_write(best_path, serialization.to_bytes(params))
+                recent = [h["mean"] for h in state["history"][-(cfg.plateau_evals + 1):]]
+                if len(recent) == cfg.plateau_evals + 1 and \
+                        all(recent[i] - recent[i + 1] < cfg.plateau_rel * recent[i] for i in range(cfg.plateau_evals)):
+                    stop_reason = "plateau"
+                    save_checkpoint()
+                    break
+            if step % cfg.checkpoint_every == 0 or done:
+                save_checkpoint()
+            if stop_at_step and step >= stop_at_step:
+                stop_reason = "interrupted"
+                save_checkpoint()
+                break
+            if cfg.time_budget_s > 0 and elapsed > 1.2 * cfg.time_budget_s:
+                stop_reason = "time_budget"
+                save_checkpoint()
+                break
+    summary = {"steps": state["step"], "total_steps": state["total_steps"], "tokens": state["tokens"],
+               "elapsed_s": round(state["elapsed"], 1), "stop_reason": stop_reason,
+               "final_heldout": state["history"][-1]["heldout"] if state["history"] else None,
+               "train_config": asdict(cfg), "model_shape": asdict(shape)}
+    (work_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return params, config, summary
