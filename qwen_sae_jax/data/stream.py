@@ -1,0 +1,126 @@
+"""The activation stream: fills a `MixingBuffer` from the model (or from an activation cache).
+
+From the model, one jitted function per batch does everything on device:
+
+    tokens [B, T] (sharded over 'data')
+      -> lm.apply(params, tokens, capture=hooks, stop_after_capture=True)   # layers above the deepest hook
+                                                                            # and the LM head are not run
+      -> stack the hooks: x [H, B, T, D]
+      -> filter_positions (special tokens, first position, NaN/inf, norm outliers; one mask for all hooks)
+      -> buffer.fill (kept rows appended after the valid ones)
+
+From a cache, rows [H, M, D] are read from the .npy shards (each process reads only the rows its devices
+hold) and appended unfiltered (they were filtered when written).
+
+Host side, `refill` loops until the buffer holds ``size`` rows (one device->host read of ``count`` per
+batch) and accumulates the drop counts.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from qwen_sae_jax.data import buffer as mixing
+from qwen_sae_jax.data.cache import CacheReader, CacheWriter
+from qwen_sae_jax.data.filter import DropCounts, FilterState, filter_positions, init_filter_state
+
+COUNT_KEYS = ("seen", "special", "first", "nonfinite", "outlier", "kept")
+
+
+class ActivationStream:
+    """Source of activations for one set of hooks; see the module docstring.
+
+    Exactly one of (``lm``, ``tokens``) or ``cache`` is given. ``rows_per_fill`` is B*T (model) or the rows
+    read per cache step. State for checkpoints: `get_state` / `set_state` (token iterator or cache position,
+    drop counts) plus the `FilterState` pytree the caller keeps with the buffer.
+    """
+
+    def __init__(self, hooks: Sequence[str], mesh: Mesh, *, lm: Any = None, tokens: Any = None,
+                 special_ids: Sequence[int] = (), drop_first: bool = True, outlier_factor: float | None = None,
+                 cache: CacheReader | None = None, cache_rows: int = 0, writer: CacheWriter | None = None,
+                 global_batch: int = 0, ctx_len: int = 0):
+        self.hooks, self.mesh = list(hooks), mesh
+        self.lm, self.tokens, self.cache, self.writer = lm, tokens, cache, writer
+        self.counts = {k: 0 if k not in ("nonfinite", "outlier") else [0] * len(self.hooks) for k in COUNT_KEYS}
+        if cache is not None:
+            self.rows_per_fill = cache_rows
+            self._fill = jax.jit(self._fill_rows, donate_argnums=(0,))
+        else:
+            self.global_batch, self.ctx_len = global_batch, ctx_len
+            self.rows_per_fill = global_batch * ctx_len
+            special = jnp.asarray(sorted(set(special_ids)), jnp.int32) if special_ids else None
+            self._filter_args = (special, drop_first, outlier_factor)
+            self._fill = jax.jit(self._fill_model, donate_argnums=(1, 2))
+        self._take = jax.jit(mixing.take_rows, static_argnums=(2,))
+
+    # ------------------------------------------------------------------ jitted bodies
+    def _fill_model(self, params, buf: mixing.MixingBuffer, fstate: FilterState, tokens: jax.Array):
+        _, acts = self.lm.apply(params, tokens, capture=self.hooks, stop_after_capture=True)
+        x = jnp.stack([acts[h] for h in self.hooks])                               # [H, B, T, D]
+        keep, fstate, counts = filter_positions(x, tokens, fstate, *self._filter_args)
+        H, B, T, D = x.shape
+        return mixing.fill(buf, x.reshape(H, B * T, D), keep), fstate, counts
+
+    @staticmethod
+    def _fill_rows(buf: mixing.MixingBuffer, rows: jax.Array):
+        return mixing.fill(buf, rows, jnp.ones((rows.shape[1],), bool))
+
+    # ------------------------------------------------------------------ host side
+    def init_filter_state(self) -> FilterState:
+        return jax.device_put(init_filter_state(len(self.hooks)), NamedSharding(self.mesh, P()))
+
+    def _global_tokens(self) -> jax.Array:
+        local = np.asarray(next(self.tokens), np.int32)                             # [rows of this process, T]
+        sharding = NamedSharding(self.mesh, P("data", None))
+        return jax.make_array_from_process_local_data(sharding, local, (self.global_batch, self.ctx_len))
+
+    def _global_cache_rows(self, pool_dtype) -> jax.Array:
+        start, n = self.cache.position, self.rows_per_fill
+        shape = (len(self.hooks), n, self.cache.d)
+        sharding = NamedSharding(self.mesh, P(None, "data", None))
+        arr = jax.make_array_from_callback(
+            shape, sharding, lambda index: self.cache.read(start, n, index[1]).astype(pool_dtype)[index[0]])
+        self.cache.position = (start + n) % self.cache.rows
+        return arr
+
+    def _add_counts(self, counts: DropCounts) -> None:
+        c = jax.device_get(counts)
+        for key in COUNT_KEYS:
+            value = np.asarray(getattr(c, key))
+            if value.ndim:
+                self.counts[key] = [int(a) + int(b) for a, b in zip(self.counts[key], value)]
+            else:
+                self.counts[key] += int(value)
+
+    def fill_once(self, params, buf: mixing.MixingBuffer, fstate: FilterState):
+        """Add one batch of activations; returns (buf, fstate)."""
+        before = int(buf.count) if self.writer is not None else 0
+        if self.cache is not None:
+            buf = self._fill(buf, self._global_cache_rows(buf.pool.dtype))
+        else:
+            buf, fstate, counts = self._fill(params, buf, fstate, self._global_tokens())
+            self._add_counts(counts)
+        if self.writer is not None:
+            added = int(buf.count) - before
+            rows = np.asarray(jax.device_get(self._take(buf, jnp.asarray(before, jnp.int32), self.rows_per_fill)))
+            self.writer.append(rows[:, :added])
+        return buf, fstate
+
+    def fill_until(self, params, buf: mixing.MixingBuffer, fstate: FilterState, rows: int):
+        """Fill until the buffer holds at least ``rows`` valid rows."""
+        while int(buf.count) < rows:
+            buf, fstate = self.fill_once(params, buf, fstate)
+        return buf, fstate
+
+    def get_state(self) -> dict:
+        state: dict[str, Any] = {"counts": self.counts}
+        state["source"] = self.cache.get_state() if self.cache is not None else self.tokens.get_state()
+        return state
+
+    def set_state(self, state: dict) -> None:
+        self.counts = state["counts"]
+        (self.cache if self.cache is not None else self.tokens).set_state(state["source"])

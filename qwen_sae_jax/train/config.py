@@ -1,0 +1,247 @@
+"""`TrainConfig`: the whole training run, loaded from YAML (``qwen-sae train CONFIG.yaml key=value ...``).
+
+Every field's help text is the docstring under it; ``qwen-sae train --help`` prints them all.
+An SAE *variant* (``saes[i]``) carries every `SAEConfig` field except the three the trainer fills in
+(``d_in`` from the model, ``hook_name`` per hook, ``model_name`` from ``model.name``), plus its own
+hooks, optimizer and kernel choice; each variant is trained on each of its hooks.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from qwen_sae_jax.config import field_docs
+from qwen_sae_jax.data.tokens import DataConfig
+from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.sae.config import SAEConfig
+
+SET_BY_TRAINER = ("d_in", "hook_name", "model_name")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    name: str = "tiny"
+    """What load_model takes: 'tiny' (the embedded model), a local HF directory, or a hub id."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Compute dtype of the model forward; activations reach the buffer in this dtype."""
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    lr: float = 4e-4
+    """Peak learning rate (Adam)."""
+    warmup_steps: int = 100
+    """Linear warmup from 0 to `lr` over this many steps."""
+    decay: Literal["constant", "cosine", "linear"] = "constant"
+    """LR shape after warmup: constant, or cosine / linear decay to `lr * final_lr_ratio` at the last step."""
+    decay_steps: int | None = None
+    """Decay over the last this-many steps (before that the LR is constant). Null: all steps after warmup."""
+    final_lr_ratio: float = 0.0
+    """LR at the last step, as a fraction of `lr` (cosine / linear decay)."""
+    b1: float = 0.9
+    """Adam beta1."""
+    b2: float = 0.999
+    """Adam beta2."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    clip_norm: float | None = 1.0
+    """Clip each SAE's gradient to this global norm (null: no clipping)."""
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise UserError(f"optim.lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0 or (self.decay_steps is not None and self.decay_steps < 1):
+            raise UserError("optim.warmup_steps must be >= 0 and optim.decay_steps >= 1")
+        if not 0 <= self.final_lr_ratio <= 1:
+            raise UserError(f"optim.final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise UserError(f"optim.clip_norm must be > 0 or null, got {self.clip_norm}")
+
+
+def _variant_fields() -> list[tuple]:
+    """(name, type, field) of SAEVariantConfig: name/hooks/implementation/optim + SAEConfig's fields."""
+    docs = field_docs(SAEConfig)
+    fields: list[tuple] = [
+        ("name", "str | None", dataclasses.field(default=None, metadata={"help": (
+            "Variant name: the SAE folder is saes/<hook>__<name>. Null: derived from architecture, k and width "
+            "(e.g. topk-k32-512).")})),
+        ("hooks", "list[str] | None", dataclasses.field(default=None, metadata={"help": (
+            "Hook points of this variant (names, SAELens aliases or globs). Null: the top-level `hooks`.")})),
+        ("implementation", "Literal['auto', 'pallas', 'xla', 'approx']", dataclasses.field(
+            default="auto", metadata={"help": "TopK kernel: auto (Pallas on TPU/GPU, XLA on CPU), pallas, xla, "
+                                              "approx (lax.approx_max_k)."})),
+    ]
+    for f in dataclasses.fields(SAEConfig):
+        if f.name in SET_BY_TRAINER:
+            continue
+        default = "topk" if f.name == "architecture" else f.default
+        fields.append((f.name, f.type, dataclasses.field(default=default, metadata={"help": docs.get(f.name, "")})))
+    fields.append(("optim", "OptimConfig", dataclasses.field(
+        default_factory=OptimConfig, metadata={"help": "Optimizer of this variant (each SAE has its own state)."})))
+    return fields
+
+
+SAEVariantConfig = dataclasses.make_dataclass(
+    "SAEVariantConfig", _variant_fields(),
+    namespace={"__doc__": "One SAE variant: SAEConfig's fields (minus d_in, hook_name, model_name) plus "
+                          "name, hooks, implementation and optim.",
+               "sae_config": lambda self, d_in, hook_name, model_name: SAEConfig(
+                   d_in=d_in, hook_name=hook_name, model_name=model_name,
+                   **{f.name: getattr(self, f.name) for f in dataclasses.fields(SAEConfig)
+                      if f.name not in SET_BY_TRAINER})})
+SAEVariantConfig.__module__ = __name__   # string annotations resolve in this module
+
+
+@dataclasses.dataclass
+class FilterConfig:
+    special_tokens: bool = True
+    """Drop positions holding special tokens (<|endoftext|>, <|im_start|>, <|im_end|>, BOS, ...)."""
+    first_position: bool = True
+    """Drop the first position of every sequence (attention-sink activations with huge norms)."""
+    norm_outlier_factor: float | None = 10.0
+    """Drop a position when its norm at any hook exceeds this factor times that hook's running median norm.
+    Null: off. (NaN/inf activations are always dropped.)"""
+
+
+@dataclasses.dataclass
+class BufferConfig:
+    size: int = 16384
+    """Activations per hook held in the on-device mixing buffer. When full it is shuffled and half of it
+    becomes training batches, then it is refilled. A multiple of 2 * train.batch_size."""
+    init_sample: int = 4096
+    """Activations per hook (from the first full buffer) used to initialise b_dec and the input scale."""
+
+
+@dataclasses.dataclass
+class CacheConfig:
+    mode: Literal["off", "write", "read"] = "off"
+    """off; write: also save the filtered activations to `dir` while training from the model; read: train
+    from the activations in `dir` instead of running the model."""
+    dir: str | None = None
+    """Activation cache folder: <hook>/shard_NNNNN.npy ([rows, d_model] arrays) + manifest.json."""
+    shard_rows: int = 65536
+    """Rows per .npy shard when writing."""
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    total_tokens: int = 1_000_000
+    """Activations (tokens) each SAE trains on; steps = total_tokens // batch_size."""
+    batch_size: int = 1024
+    """Activations per SAE step, over all devices (a multiple of the `data` mesh axis)."""
+    seed: int = 0
+    """Seed of SAE initialisation and of the buffer shuffles."""
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    holdout_every: int = 20
+    """Hold out every N-th document (not trained on) for the final table. 0: no held-out documents."""
+    tokens: int = 16384
+    """Held-out activations (after filtering) used for the final per-SAE table."""
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    every: int = 500
+    """Save a checkpoint every N steps (also at the end, and on SIGTERM/SIGINT). 0: only those."""
+    keep: int = 2
+    """Keep the last N checkpoints."""
+    async_save: bool = True
+    """Write checkpoints in the background while training goes on."""
+
+
+@dataclasses.dataclass
+class LogConfig:
+    every: int = 50
+    """Log metrics every N steps (metrics.jsonl, progress line, wandb / tensorboard)."""
+    progress: Literal["auto", "bar", "lines"] = "auto"
+    """auto: a tqdm bar with ETA on a terminal, plain lines otherwise."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs the wandb package)."""
+    wandb_project: str = "qwen-sae"
+    """wandb project name."""
+    tensorboard: bool = False
+    """Also write tensorboard event files to RUN_DIR/tensorboard (needs tensorboardX or torch)."""
+
+
+@dataclasses.dataclass
+class MeshConfig:
+    data: int = -1
+    """Devices on the `data` axis (activation batch). -1: all devices not used by `model`."""
+    model: int = 1
+    """Devices on the `model` axis (each SAE's latent dimension d_sae is split over it)."""
+
+
+@dataclasses.dataclass
+class DistributedConfig:
+    initialize: Literal["auto", "yes", "no"] = "auto"
+    """Call jax.distributed.initialize: auto = when a coordinator is given or a cluster (TPU pod, SLURM,
+    Open MPI) is detected; yes = always (arguments auto-detected if not given); no = never."""
+    coordinator: str | None = None
+    """host:port of process 0 (e.g. 10.0.0.2:1234)."""
+    num_processes: int | None = None
+    """Total number of processes."""
+    process_id: int | None = None
+    """Index of this process (0 .. num_processes-1)."""
+
+
+def _default_saes():
+    return [SAEVariantConfig(architecture="topk", k=32, expansion_factor=8)]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    run_dir: str = "runs/run"
+    """Output folder: config.yaml, metrics.jsonl, checkpoints/, saes/, summary.json."""
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    """The language model whose activations are trained on."""
+    hooks: list[str] = dataclasses.field(default_factory=lambda: ["blocks.*.hook_resid_post"])
+    """Hook points (names, SAELens aliases, globs: 'layers.*.mlp', 'blocks.*.hook_resid_post') for every
+    variant that does not list its own. Note 'layers.*' matches every hook of every layer."""
+    saes: list[SAEVariantConfig] = dataclasses.field(default_factory=_default_saes)  # type: ignore[valid-type]
+    """SAE variants; each is trained on each of its hooks (one SAE per hook x variant)."""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    """Text source, tokenisation and packing."""
+    filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)
+    """Which activations are dropped before training."""
+    buffer: BufferConfig = dataclasses.field(default_factory=BufferConfig)
+    """On-device mixing buffer."""
+    cache: CacheConfig = dataclasses.field(default_factory=CacheConfig)
+    """Optional on-disk activation cache."""
+    train: LoopConfig = dataclasses.field(default_factory=LoopConfig)
+    """Length, batch and seed of the training loop."""
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    """The final per-SAE table (summary.json)."""
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    """Orbax checkpoints in RUN_DIR/checkpoints."""
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    """Logging."""
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    """Device mesh ('data', 'model')."""
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+    """Multi-host (multi-process) set-up."""
+
+    def __post_init__(self):
+        if not self.saes:
+            raise UserError("saes: at least one SAE variant is needed")
+        if self.train.batch_size < 1 or self.train.total_tokens < self.train.batch_size:
+            raise UserError(f"train.total_tokens ({self.train.total_tokens}) must be >= train.batch_size "
+                            f"({self.train.batch_size}) >= 1")
+        if self.buffer.size % (2 * self.train.batch_size):
+            raise UserError(f"buffer.size={self.buffer.size} must be a multiple of 2 * train.batch_size "
+                            f"({2 * self.train.batch_size}): half the buffer is emitted as whole batches")
+        if not 0 < self.buffer.init_sample:
+            raise UserError("buffer.init_sample must be >= 1")
+        if self.cache.mode != "off" and not self.cache.dir:
+            raise UserError(f"cache.mode={self.cache.mode} needs cache.dir")
+        if self.filter.norm_outlier_factor is not None and not self.filter.norm_outlier_factor > 1:
+            raise UserError(f"filter.norm_outlier_factor must be > 1 or null, got {self.filter.norm_outlier_factor}")
+        if self.checkpoint.keep < 1 or self.checkpoint.every < 0 or self.log.every < 1:
+            raise UserError("checkpoint.keep >= 1, checkpoint.every >= 0 and log.every >= 1 are required")
+        if self.eval.holdout_every == 1:
+            raise UserError("eval.holdout_every=1 would hold out every document; use 0 (none) or >= 2")
+
+    @property
+    def total_steps(self) -> int:
+        return self.train.total_tokens // self.train.batch_size

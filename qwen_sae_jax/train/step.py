@@ -1,0 +1,144 @@
+"""The compiled training step: every SAE of every group updated from the same activation batch.
+
+State per group (leading axis n = the group's hooks):
+
+    sae                 SAE with stacked leaves (W_enc [n, d_in, d_sae], ...; cfg = the group's SAEConfig)
+    opt_state           the variant's optax state, stacked the same way
+    tokens_since_fired  [n, d_sae] int32 dead-latent counters
+
+One step (inside one ``jax.jit``), for each group, ``lax.scan`` over its hooks:
+
+    dead = tokens_since_fired >= dead_tokens_threshold
+    (loss, terms), grads = value_and_grad(sae_loss)(sae, x, dead_mask=dead)   # AuxK / pre-act loss use dead
+    grads = before_update(sae, grads)            # decoder-parallel gradient removed (unit-norm decoders)
+    sae = apply_updates(sae, opt.update(...))    # clip, Adam, LR schedule; frozen leaves untouched
+    sae = after_update(sae, terms)               # decoder renormalised, BatchTopK threshold EMA
+    tokens_since_fired = update(..., terms.fired, finite tokens of the batch)
+
+JumpReLU thresholds are trained by their gradient (pseudo-derivative) like any other parameter.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jax.sharding import Mesh
+
+from qwen_sae_jax.sae import (SAE, after_update, before_update, dead_mask, estimate_act_scale, geometric_median,
+                              init_sae, sae_loss, update_tokens_since_fired)
+from qwen_sae_jax.train.config import TrainConfig
+from qwen_sae_jax.train.mesh import state_shardings
+from qwen_sae_jax.train.optim import make_optimizer
+from qwen_sae_jax.train.plan import Group, Plan
+
+METRIC_KEYS = ("loss", "mse", "fvu", "aux", "sparsity", "l0", "dead_fraction", "n_nonfinite")
+
+
+@flax.struct.dataclass
+class GroupState:
+    sae: SAE
+    opt_state: Any
+    tokens_since_fired: jax.Array   # [n, d_sae] int32
+
+
+def _init_one(cfg, key: jax.Array, sample: jax.Array) -> SAE:
+    """init_sae, with b_dec and act_scale from ``sample`` [N, d_in] computed traceably (sample rows are finite:
+    the filter dropped NaN/inf), so that a whole group initialises inside one jit, already sharded."""
+    sae = init_sae(cfg, key)
+    sample = sample.astype(jnp.float32)
+    act_scale = estimate_act_scale(sample) if cfg.normalize_activations else jnp.ones((), jnp.float32)
+    if cfg.b_dec_init == "mean":
+        b_dec = jnp.mean(sample * act_scale, axis=0)
+    elif cfg.b_dec_init == "geometric_median":
+        b_dec = geometric_median(sample * act_scale)
+    else:
+        b_dec = jnp.zeros((cfg.d_in,), jnp.float32)
+    return sae.replace(b_dec=b_dec.astype(sae.b_dec.dtype), act_scale=act_scale.astype(jnp.float32))
+
+
+class Trainer:
+    """Builds the optimizers, initial state and the jitted step for a `Plan` on a mesh."""
+
+    def __init__(self, cfg: TrainConfig, plan: Plan, mesh: Mesh):
+        self.cfg, self.plan, self.mesh = cfg, plan, mesh
+        self.total_steps = cfg.total_steps
+        self.optimizers = []
+        for group in plan.groups:
+            self.optimizers.append(make_optimizer(cfg.saes[group.variant_index].optim, self.total_steps))
+        self.implementations = [cfg.saes[g.variant_index].implementation for g in plan.groups]
+        self._step = None
+
+    # ------------------------------------------------------------------ state
+    def _init_group(self, gi: int, group: Group, key: jax.Array, samples: jax.Array) -> GroupState:
+        keys = jax.random.split(key, len(group.hooks))
+        sae = jax.vmap(lambda k, s: _init_one(group.cfg, k, s))(keys, samples[jnp.asarray(group.rows)])
+        opt_state = jax.vmap(self.optimizers[gi].init)(sae)
+        counters = jnp.zeros((len(group.hooks), group.cfg.d_sae), jnp.int32)
+        return GroupState(sae=sae, opt_state=opt_state, tokens_since_fired=counters)
+
+    def abstract_state(self, num_samples: int) -> tuple:
+        samples = jax.ShapeDtypeStruct((len(self.plan.hooks), num_samples, self.plan.d_in), jnp.float32)
+        return jax.eval_shape(self._init_all, jax.random.key(0), samples)
+
+    def _init_all(self, key, samples):
+        keys = jax.random.split(key, len(self.plan.groups))
+        return tuple(self._init_group(i, g, keys[i], samples) for i, g in enumerate(self.plan.groups))
+
+    def shardings(self, abstract):
+        return state_shardings(abstract, self.mesh)
+
+    def init_state(self, key: jax.Array, samples: jax.Array) -> tuple:
+        """Fresh state for every group; ``samples`` [H, N, D] are activations of every hook (init of b_dec)."""
+        abstract = jax.eval_shape(self._init_all, key, samples)
+        return jax.jit(self._init_all, out_shardings=self.shardings(abstract))(key, samples)
+
+    # ------------------------------------------------------------------ step
+    def _group_step(self, gi: int, group: Group, state: GroupState, x: jax.Array):
+        opt = self.optimizers[gi]
+        implementation = self.implementations[gi]
+        cfg = group.cfg
+
+        def one(_, item):
+            sae, opt_state, counter, xb = item
+            dead = dead_mask(counter, cfg)
+
+            def loss_fn(s):
+                return sae_loss(s, xb, dead_mask=dead, implementation=implementation)
+
+            (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(sae)
+            grads = before_update(sae, grads)
+            updates, opt_state = opt.update(grads, opt_state, sae)
+            sae = after_update(optax.apply_updates(sae, updates), terms)
+            n_tokens = xb.shape[0] - terms.n_nonfinite
+            counter = update_tokens_since_fired(counter, terms.fired, n_tokens, cfg)
+            metrics = {"loss": loss, "mse": terms.mse, "fvu": terms.fvu, "aux": terms.aux,
+                       "sparsity": terms.sparsity, "l0": terms.l0,
+                       "dead_fraction": jnp.mean(dead_mask(counter, cfg).astype(jnp.float32)),
+                       "n_nonfinite": terms.n_nonfinite}
+            return None, (sae, opt_state, counter, metrics)
+
+        _, (sae, opt_state, counter, metrics) = lax.scan(
+            one, None, (state.sae, state.opt_state, state.tokens_since_fired, x))
+        return GroupState(sae=sae, opt_state=opt_state, tokens_since_fired=counter), metrics
+
+    def _step_fn(self, state: tuple, ready: jax.Array, cursor: jax.Array):
+        x_all = lax.dynamic_index_in_dim(ready, cursor, axis=1, keepdims=False)        # [H, Bt, D]
+        new_state, metrics = [], []
+        for gi, group in enumerate(self.plan.groups):
+            rows = group.rows
+            x = x_all if rows == tuple(range(len(self.plan.hooks))) else x_all[jnp.asarray(rows)]
+            s, m = self._group_step(gi, group, state[gi], x)
+            new_state.append(s)
+            metrics.append(m)
+        return tuple(new_state), tuple(metrics)
+
+    def step(self, state: tuple, ready: jax.Array, cursor: int):
+        """One training step on batch ``ready[:, cursor]``; returns (new state, per-group metrics [n])."""
+        if self._step is None:
+            shardings = jax.tree.map(lambda a: a.sharding, state)
+            self._step = jax.jit(self._step_fn, donate_argnums=(0,), out_shardings=(shardings, None))
+        return self._step(state, ready, jnp.asarray(cursor, jnp.int32))
