@@ -215,3 +215,24 @@ def test_sharded_load_on_2x4_mesh_equals_single_device(tmp_path):
     a = sharded.capture(ids, ["layers.1.mlp"])["layers.1.mlp"]
     b = single.capture(ids, ["layers.1.mlp"])["layers.1.mlp"]
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
+
+
+def test_capture_cli_writes_npy_per_hook(dense, tmp_path, capsys):
+    from qwen_sae_jax.cli import main
+
+    _, lm, path = dense
+    out = tmp_path / "acts"
+    code = main(["capture", "--model", path, "--hooks", "layers.*.mlp", "blocks.0.hook_resid_post",
+                 "--tokens", "1 2 3 4", "--tokens", "5,6", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "layers.2.mlp" in printed and "(2, 4, 32)" in printed
+    ids, mask = np.load(out / "input_ids.npy"), np.load(out / "attention_mask.npy")
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    want = lm.capture(ids, ["layers.0", "layers.1.mlp"], attention_mask=mask)
+    np.testing.assert_allclose(np.load(out / "layers.1.mlp.npy"), want["layers.1.mlp"], atol=1e-6)
+    np.testing.assert_allclose(np.load(out / "layers.0.npy"), want["layers.0"], atol=1e-6)
+    assert sorted(p.name for p in out.iterdir()) == ["attention_mask.npy", "input_ids.npy", "layers.0.mlp.npy",
+                                                     "layers.0.npy", "layers.1.mlp.npy", "layers.2.mlp.npy"]
+    assert main(["capture", "--model", path, "--hooks", "layers.7", "--tokens", "1", "--out", str(out)]) == 2
+    assert "unknown hook name" in capsys.readouterr().err

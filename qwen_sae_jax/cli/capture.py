@@ -1,0 +1,78 @@
+"""`qwen-sae capture`: run the model on texts and save the activations at hook points as .npy files."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from qwen_sae_jax.errors import UserError
+
+HELP = "capture activations at hook points (layers.N, layers.N.mlp, globs, SAELens aliases) to .npy files"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default="tiny", help="'tiny', a local HF directory, or a hub id")
+    parser.add_argument("--hooks", nargs="+", required=True, metavar="HOOK",
+                        help="hook names, aliases or globs, e.g. layers.1 'layers.*.mlp' blocks.0.hook_resid_post")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", action="append", help="a text to run (repeatable)")
+    src.add_argument("--file", help="a UTF-8 file with one text per line (empty lines skipped)")
+    src.add_argument("--tokens", action="append", help="token ids separated by spaces or commas (repeatable)")
+    parser.add_argument("--out", default="activations", help="directory for <hook>.npy, input_ids.npy, attention_mask.npy")
+    parser.add_argument("--chat", action="store_true", help="render each text as a user turn with the chat template")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+
+
+def _texts(args) -> list[str]:
+    if args.file:
+        if not os.path.isfile(args.file):
+            raise UserError(f"--file {args.file} does not exist")
+        with open(args.file, encoding="utf-8") as f:
+            texts = [line.rstrip("\n") for line in f if line.strip()]
+        if not texts:
+            raise UserError(f"--file {args.file} has no non-empty lines")
+        return texts
+    return list(args.text)
+
+
+def _token_lists(args) -> list[list[int]]:
+    out = []
+    for spec in args.tokens:
+        try:
+            ids = [int(t) for t in spec.replace(",", " ").split()]
+        except ValueError:
+            raise UserError(f"--tokens {spec!r} must be integers separated by spaces or commas") from None
+        if not ids:
+            raise UserError("--tokens got an empty list")
+        out.append(ids)
+    return out
+
+
+def run(args) -> int:
+    from qwen_sae_jax.lm import load_model, pad_batch
+
+    lm = load_model(args.model, dtype=args.dtype)
+    names = lm.resolve_hooks(args.hooks)
+    if args.tokens:
+        ids, mask = pad_batch(_token_lists(args), pad_id=lm.pad_token_id, side="right")
+    else:
+        ids, mask = lm.tokenize(_texts(args), padding_side="right", chat=args.chat)
+    acts = lm.capture(ids, names, attention_mask=mask)
+
+    os.makedirs(args.out, exist_ok=True)
+    np.save(os.path.join(args.out, "input_ids.npy"), ids)
+    np.save(os.path.join(args.out, "attention_mask.npy"), mask)
+    valid = mask.astype(bool)
+    print(f"model {lm.name}: {lm.config.num_hidden_layers} layers, d_model {lm.config.hidden_size}; "
+          f"batch {ids.shape[0]} x {ids.shape[1]} tokens ({int(valid.sum())} real)")
+    print(f"{'hook':<24} {'shape':<18} {'mean L2 norm':>12} {'max |x|':>10}  file")
+    for name in names:
+        arr = np.asarray(acts[name], dtype=np.float32)  # [B, T, D]
+        path = os.path.join(args.out, f"{name}.npy")
+        tmp = path + ".tmp.npy"
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+        real = arr[valid]
+        print(f"{name:<24} {str(tuple(arr.shape)):<18} {np.linalg.norm(real, axis=-1).mean():>12.4f} "
+              f"{np.abs(real).max():>10.4f}  {path}")
+    return 0
