@@ -1,0 +1,229 @@
+"""Evaluate SAEs on held-out tokens: activation-level metrics and model-level splicing, per SAE and jointly.
+
+Two passes over the same token batches:
+
+1. one clean forward per batch capturing every hooked site: clean next-token CE, each SAE's
+   activation-level sums (`metrics.activation_batch_sums`) and each site's mean activation (for
+   mean ablation);
+2. per batch, the clean logits again, then for every *unit* (one SAE alone, and — with ``joint`` — all
+   SAEs of one layer that sit at distinct hooks, spliced together) three forwards: spliced,
+   zero-ablated and mean-ablated (`splice.unit_sums`).
+
+Everything is summed over the counted positions (`splice.token_mask`) and divided at the end, so the
+numbers are token-weighted means over the whole held-out set.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.eval.metrics import (ActivationStats, MeanAccumulator, activation_batch_sums,
+                                       ce_loss_recovered, next_token_ce)
+from qwen_sae_jax.eval.splice import loss_mask, token_mask, unit_sums
+from qwen_sae_jax.interop.hook_names import layer_and_site
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    n_tokens: int = 16384
+    """Held-out tokens to evaluate (rounded up to whole batches of batch_size x ctx_len)."""
+    batch_size: int = 8
+    """Sequences per forward."""
+    ctx_len: int = 128
+    """Tokens per sequence."""
+    exclude_special: bool = True
+    """Leave special-token positions (<|im_start|>, EOS, ...) out, as training does."""
+    exclude_first: bool = True
+    """Leave the first position of each sequence out (attention sink), as training does by default."""
+    dense_threshold: float = 0.1
+    """A latent firing on more than this fraction of tokens counts as dense."""
+    joint: bool = True
+    """Also splice all SAEs of each layer (at distinct hooks) together."""
+
+    def __post_init__(self):
+        for name in ("n_tokens", "batch_size", "ctx_len"):
+            if int(getattr(self, name)) < (2 if name == "ctx_len" else 1):
+                raise UserError(f"eval {name} must be a positive integer (ctx_len >= 2), got {getattr(self, name)}")
+        if not 0 < self.dense_threshold <= 1:
+            raise UserError(f"dense_threshold must be in (0, 1], got {self.dense_threshold}")
+
+
+@dataclasses.dataclass
+class SAEEval:
+    """Results of one SAE: ``row`` (flat metrics for tables), density and L0 distribution for plots."""
+
+    name: str
+    row: dict
+    log10_density: np.ndarray      # [d_sae]
+    l0_hist: np.ndarray            # [d_sae + 1] token counts per L0 value
+
+
+@dataclasses.dataclass
+class EvalResults:
+    saes: list[SAEEval]
+    joint: list[dict]              # one row per layer group spliced together
+    ce_clean: float
+    n_tokens: int                  # evaluated positions (activation level)
+    config: EvalConfig
+
+    def rows(self) -> list[dict]:
+        return [s.row for s in self.saes]
+
+
+def variant_of(name: str, sae) -> str:
+    """The variant label of an SAE: the part of its name after ``__``, else ``<architecture>[-k<k>]``."""
+    if "__" in name:
+        return name.split("__", 1)[1]
+    return sae.cfg.architecture + (f"-k{sae.cfg.k}" if sae.cfg.k else "")
+
+
+def joint_groups(saes: Mapping[str, object]) -> dict[str, list[str]]:
+    """``{group label: [sae names]}``: per (layer, variant), the SAEs at distinct hooks, when more than one."""
+    by_key: dict[tuple, list[str]] = defaultdict(list)
+    for name, sae in saes.items():
+        layer, _ = layer_and_site(sae.cfg.hook_name)
+        if layer is not None:
+            by_key[(layer, variant_of(name, sae))].append(name)
+    groups = {}
+    for (layer, variant), names in sorted(by_key.items()):
+        hooks = [saes[n].cfg.hook_name for n in names]
+        if len(names) > 1 and len(set(hooks)) == len(hooks):
+            groups[f"layer {layer} [{variant}]"] = names
+    return groups
+
+
+def _check_saes(lm, saes: Mapping[str, object]) -> None:
+    if not saes:
+        raise UserError("no SAEs to evaluate")
+    valid = set(lm.hook_names)
+    for name, sae in saes.items():
+        hook = sae.cfg.hook_name
+        if hook not in valid:
+            raise UserError(f"SAE {name!r} reads hook {hook!r}, which this model ({lm.name}, "
+                            f"{lm.config.num_hidden_layers} layers) does not have")
+        if sae.cfg.d_in != lm.config.hidden_size:
+            raise UserError(f"SAE {name!r} has d_in={sae.cfg.d_in} but the model's width is "
+                            f"{lm.config.hidden_size}: it was trained on another model")
+
+
+def evaluate(lm, saes: Mapping[str, object], batches: Sequence, config: EvalConfig = EvalConfig(),
+             special_ids: Iterable[int] = ()) -> EvalResults:
+    """Evaluate ``{name: SAE}`` on ``batches`` (each ``input_ids [B, T]`` or ``(input_ids, attention_mask)``)."""
+    _check_saes(lm, saes)
+    batches = [(np.asarray(b[0]), np.asarray(b[1])) if isinstance(b, tuple)
+               else (np.asarray(b), np.ones_like(np.asarray(b))) for b in batches]
+    if not batches:
+        raise UserError("no evaluation batches")
+    special = jnp.asarray(sorted(set(int(i) for i in special_ids)) if config.exclude_special else [], jnp.int32)
+    names = list(saes)
+    hooks = sorted({saes[n].cfg.hook_name for n in names}, key=lm.hook_names.index)
+
+    def masks(ids, attn):
+        mask = token_mask(ids, attn, special if special.size else None, config.exclude_first)
+        return mask, loss_mask(mask, attn).astype(jnp.float32)
+
+    # ---- pass 1: clean CE, activation metrics, site means --------------------------------------------
+    @jax.jit
+    def capture_step(params, sae_tree, ids, attn):
+        mask, valid = masks(ids, attn)
+        logits, acts = lm.apply(params, ids, attn, capture=hooks)
+        out = {"ce": jnp.sum(next_token_ce(logits, ids) * valid), "count": jnp.sum(valid), "sums": {}, "means": {}}
+        flat_mask = mask.reshape(-1)
+        for name, sae in sae_tree.items():
+            x = acts[sae.cfg.hook_name].reshape(-1, sae.cfg.d_in).astype(jnp.float32)   # [N, D]
+            z = sae.encode(x)
+            out["sums"][name] = activation_batch_sums(x, sae.decode(z), z, flat_mask)
+        for hook in hooks:
+            x = acts[hook].astype(jnp.float32)
+            out["means"][hook] = jnp.sum(x * mask[..., None], axis=(0, 1))
+        out["n_mask"] = jnp.sum(mask.astype(jnp.float32))
+        return out
+
+    stats = {n: ActivationStats(saes[n].cfg.d_in, saes[n].cfg.d_sae) for n in names}
+    clean = MeanAccumulator()
+    act_sum = {h: np.zeros(lm.config.hidden_size, np.float64) for h in hooks}
+    n_mask = 0.0
+    for ids, attn in batches:
+        out = jax.device_get(capture_step(lm.params, dict(saes), jnp.asarray(ids), jnp.asarray(attn)))
+        clean.add(out["ce"], out["count"])
+        for name in names:
+            stats[name].add(out["sums"][name])
+        for hook in hooks:
+            act_sum[hook] += out["means"][hook]
+        n_mask += float(out["n_mask"])
+    if n_mask == 0:
+        raise UserError("every position was excluded (special tokens / first position / padding): nothing "
+                        "to evaluate")
+    means = {h: jnp.asarray(act_sum[h] / n_mask, jnp.float32) for h in hooks}
+
+    # ---- pass 2: splicing ------------------------------------------------------------------------------
+    units = {name: [name] for name in names}
+    groups = joint_groups(saes) if config.joint else {}
+    units.update(groups)
+
+    @jax.jit
+    def clean_logits_fn(params, ids, attn):
+        return lm.apply(params, ids, attn)[0]
+
+    @jax.jit
+    def unit_step(params, group, unit_means, ids, attn, clean_logits):
+        mask, _ = masks(ids, attn)
+        return unit_sums(lm, params, group, unit_means, ids, attn, mask, clean_logits)
+
+    totals = {u: defaultdict(float) for u in units}
+    for ids, attn in batches:
+        ids_j, attn_j = jnp.asarray(ids), jnp.asarray(attn)
+        clean_logits = clean_logits_fn(lm.params, ids_j, attn_j)
+        for unit, members in units.items():
+            group = {saes[m].cfg.hook_name: saes[m] for m in members}
+            sums = jax.device_get(unit_step(lm.params, group, {h: means[h] for h in group}, ids_j, attn_j,
+                                            clean_logits))
+            for key, value in sums.items():
+                totals[unit][key] += float(value)
+
+    def model_metrics(unit: str) -> dict:
+        t = totals[unit]
+        n = max(t["count"], 1.0)
+        ce_s, ce_z, ce_m = t["ce_spliced"] / n, t["ce_zero"] / n, t["ce_mean"] / n
+        return {
+            "ce_clean": clean.mean, "ce_spliced": ce_s, "ce_zero_ablated": ce_z, "ce_mean_ablated": ce_m,
+            "delta_lm_loss": ce_s - clean.mean,
+            "ce_loss_recovered": ce_loss_recovered(clean.mean, ce_s, ce_z),
+            "ce_loss_recovered_mean_ablation": ce_loss_recovered(clean.mean, ce_s, ce_m),
+            "kl_spliced": t["kl_spliced"] / n, "kl_zero_ablated": t["kl_zero"] / n,
+        }
+
+    results = []
+    for name in names:
+        sae = saes[name]
+        layer, site = layer_and_site(sae.cfg.hook_name)
+        row = {"name": name, "hook": sae.cfg.hook_name, "layer": layer, "site": site,
+               "variant": variant_of(name, sae), "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae,
+               "k": sae.cfg.k, **stats[name].summary(config.dense_threshold), **model_metrics(name)}
+        results.append(SAEEval(name, row, stats[name].log10_density, stats[name].l0_hist.copy()))
+    joint_rows = []
+    for label, members in groups.items():
+        layer, _ = layer_and_site(saes[members[0]].cfg.hook_name)
+        joint_rows.append({"name": label, "layer": layer, "saes": members,
+                           "hooks": [saes[m].cfg.hook_name for m in members], **model_metrics(label)})
+    return EvalResults(saes=results, joint=joint_rows, ce_clean=clean.mean, n_tokens=int(n_mask), config=config)
+
+
+def heldout_batches(tokenizer, files: Sequence[str], config: EvalConfig, seed: int = 0) -> list[np.ndarray]:
+    """Enough packed ``[batch_size, ctx_len]`` token batches from ``files`` for ``config.n_tokens`` tokens."""
+    from qwen_sae_jax.data.tokens import DataConfig, TokenBatches
+
+    data_cfg = DataConfig(files=list(files), ctx_len=config.ctx_len, batch_size=config.batch_size, seed=seed)
+    stream = TokenBatches(tokenizer, data_cfg)
+    n_batches = -(-config.n_tokens // (config.batch_size * config.ctx_len))
+    return [np.asarray(next(stream), np.int32) for _ in range(n_batches)]
+
+
+DEFAULT_EVAL_FILES = ("tiny:heldout/english.jsonl", "tiny:heldout/chinese.jsonl", "tiny:heldout/code.jsonl",
+                      "tiny:heldout/docs.jsonl", "tiny:heldout/chat.jsonl")
