@@ -41,7 +41,8 @@ class RunResult:
     tokens: int
     interrupted: bool                 # stopped by SIGTERM / SIGINT after saving a checkpoint
     summary: dict[str, dict] | None   # per-SAE table (None when interrupted)
-    table: str = ""
+    table: str = ""                   # the same as text (process 0 only)
+    stopped_by: int | None = None     # the signal number when interrupted
 
 
 class _Every:
@@ -68,6 +69,8 @@ def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[st
         if any(name == r or name.startswith(r + ".") for r in RESUMABLE_CHANGES):
             continue
         a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            a, b = dict(enumerate(a)), dict(enumerate(b))
         if isinstance(a, dict) and isinstance(b, dict):
             diffs.extend(_config_differences(a, b, name + "."))
         elif a != b:
@@ -307,7 +310,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
         logger.close()
         if writer is not None:
             writer.flush()
-        return RunResult(run_dir, step, tokens_seen, True, None)
+        return RunResult(run_dir, step, tokens_seen, True, None, stopped_by=stop.signal)
 
     # ---------------------------------------------------------------- final SAEs and table
     host_groups = [_host(g.sae) for g in groups]
@@ -339,4 +342,4 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
         tmp.write_text(json.dumps(summary, indent=1))
         os.replace(tmp, run_dir / "summary.json")
     logger.close()
-    return RunResult(run_dir, step, tokens_seen, False, results, table)
+    return RunResult(run_dir, step, tokens_seen, False, results, table if is_main else "")

@@ -32,17 +32,20 @@ SAE_RULES = {
 
 
 def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
-    """``Mesh(devices.reshape(data, model), ('data', 'model'))`` over all (global) devices."""
+    """``Mesh(devices.reshape(data, model), ('data', 'model'))``: all (global) devices with ``data=-1``,
+    else the first ``data * model`` of them (so one config can be run on fewer devices for comparison)."""
     devices = np.asarray(jax.devices() if devices is None else devices)
     n = devices.size
     model = cfg.model
     if model < 1 or n % model:
         raise UserError(f"mesh.model={model} must divide the number of devices ({n})")
     data = n // model if cfg.data == -1 else cfg.data
-    if data < 1 or data * model != n:
-        raise UserError(f"mesh.data x mesh.model = {cfg.data} x {model} does not use the {n} device(s); "
-                        f"set mesh.data=-1 or data * model = {n}")
-    return Mesh(devices.reshape(data, model), ("data", "model"))
+    if data < 1 or data * model > n:
+        raise UserError(f"mesh.data x mesh.model = {cfg.data} x {model} needs more than the {n} device(s); "
+                        f"set mesh.data=-1 (all devices) or data * model <= {n}")
+    if data * model < n and jax.process_count() > 1:
+        raise UserError(f"mesh.data x mesh.model = {data} x {model} must use all {n} devices of a multi-process job")
+    return Mesh(devices[:data * model].reshape(data, model), ("data", "model"))
 
 
 def _leaf_name(path) -> str | None:

@@ -1,0 +1,126 @@
+"""End-to-end training runs on a tiny random Qwen3: run directory, device-count invariance, exact resume
+after SIGTERM, resume errors, checkpoint failures."""
+import dataclasses
+import io
+import json
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.sae import load_sae
+from qwen_sae_jax.train.config import SAEVariantConfig
+from qwen_sae_jax.train.loop import train
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _saes(run_dir):
+    return {p.name: load_sae(p) for p in sorted((run_dir / "saes").iterdir())}
+
+
+def test_run_directory_contract(make_config, tiny_model):
+    cfg = make_config()
+    relu = SAEVariantConfig(name="relu", architecture="relu", d_sae=64, hooks=["blocks.1.hook_resid_post"],
+                            l1_coefficient=0.5)
+    cfg = dataclasses.replace(cfg, saes=cfg.saes + [relu])
+    log = io.StringIO()
+    result = train(cfg, log_stream=log)
+    run_dir = result.run_dir
+    assert result.steps == 24 and result.tokens == 24 * 128 and not result.interrupted
+    assert (run_dir / "config.yaml").is_file()
+    records = _records(run_dir)
+    assert [r["step"] for r in records] == [4, 8, 12, 16, 20, 24]
+    assert set(records[-1]["saes"]) == {"layers.0.mlp__topk", "layers.1__topk", "layers.1__relu"}
+    first, last = records[0]["saes"]["layers.1__topk"], records[-1]["saes"]["layers.1__topk"]
+    assert last["fvu"] < first["fvu"] and last["l0"] == pytest.approx(8.0)
+    dropped = records[-1]["dropped"]
+    assert dropped["first"] > 0 and dropped["special"] > 0 and dropped["kept"] < dropped["seen"]
+    assert "step 24/24 (100%)" in log.getvalue() and "ETA" in log.getvalue()
+    saes = _saes(run_dir)
+    assert set(saes) == {"layers.0.mlp__topk", "layers.1__topk", "layers.1__relu"}
+    sae = saes["layers.1__topk"]
+    assert sae.cfg.hook_name == "layers.1" and sae.cfg.model_name == tiny_model and sae.cfg.d_in == 64
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(sae.W_dec), axis=1), 1.0, rtol=1e-5)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    row = summary["saes"]["layers.1__topk"]
+    assert summary["eval_source"] == "held-out documents" and row["eval_tokens"] == 256
+    assert 0 < row["fvu"] < 1 and row["explained_variance"] == pytest.approx(1 - row["fvu"])
+    assert row["l0"] == pytest.approx(8.0) and 0 <= row["dead_fraction"] <= 1
+    assert "layers.1__relu" in result.table and "FVU" in result.table
+    assert len(list((run_dir / "checkpoints").iterdir())) >= 1
+
+
+def test_same_losses_on_one_and_eight_devices(make_config):
+    one = train(make_config("mesh.data=1", "log.every=1", "checkpoint.every=0", run="one"))
+    eight = train(make_config("mesh.data=4", "mesh.model=2", "log.every=1", "checkpoint.every=0", run="eight"))
+    for a, b in zip(_records(one.run_dir), _records(eight.run_dir)):
+        for name in a["saes"]:
+            for key in ("loss", "mse", "fvu", "aux", "l0"):
+                np.testing.assert_allclose(b["saes"][name][key], a["saes"][name][key], rtol=1e-5, atol=1e-7)
+    for name, sae in _saes(one.run_dir).items():
+        other = _saes(eight.run_dir)[name]
+        np.testing.assert_allclose(np.asarray(other.W_dec), np.asarray(sae.W_dec), atol=2e-5)
+
+
+def test_sigterm_saves_and_resume_is_exact(make_config):
+    reference = train(make_config(run="reference"))
+    cfg = make_config(run="interrupted")
+    stop_at = {"fired": False}
+
+    def stop_soon(step):
+        if step == 11 and not stop_at["fired"]:
+            stop_at["fired"] = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    from qwen_sae_jax.train import logs
+    original = logs.TrainLogger.advance
+    logs.TrainLogger.advance = lambda self, step: (stop_soon(step), original(self, step))[1]
+    try:
+        first = train(cfg)
+    finally:
+        logs.TrainLogger.advance = original
+    assert first.interrupted and first.steps == 11 and first.stopped_by == signal.SIGTERM
+    with pytest.raises(UserError, match="already holds checkpoints .* pass --resume"):
+        train(cfg)
+    resumed = train(cfg, resume=True)
+    assert resumed.steps == 24 and not resumed.interrupted
+    for name, sae in _saes(reference.run_dir).items():
+        other = _saes(resumed.run_dir)[name]
+        for leaf in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            np.testing.assert_array_equal(np.asarray(getattr(other, leaf)), np.asarray(getattr(sae, leaf)))
+    assert _records(resumed.run_dir)[-1]["saes"] == _records(reference.run_dir)[-1]["saes"]
+
+
+def test_resume_with_another_config_is_refused(make_config):
+    train(make_config("train.total_tokens=1024", run="r"))
+    with pytest.raises(UserError, match=r"different config: saes.0.k: checkpoint 8 vs now 4"):
+        train(make_config("train.total_tokens=1024", "saes.0.k=4", run="r"), resume=True)
+    # logging / checkpoint cadence may change
+    result = train(make_config("train.total_tokens=1024", "log.every=2", run="r"), resume=True)
+    assert result.steps == 8
+
+
+def test_failed_save_is_loud_and_keeps_the_previous_checkpoint(make_config, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    cfg = make_config("checkpoint.every=4", "train.total_tokens=1536", run="full")
+    original = ocp.CheckpointManager.save
+
+    def save(self, step, *args, **kwargs):
+        if step == 8:
+            raise OSError(28, "No space left on device")
+        return original(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    with pytest.raises(UserError, match=r"checkpoint save at step 8 failed .*No space left.*previous checkpoint "
+                                        r"\(step 4\) is kept"):
+        train(cfg)
+    monkeypatch.setattr(ocp.CheckpointManager, "save", original)
+    result = train(cfg, resume=True)
+    assert result.steps == 12
