@@ -48,9 +48,46 @@ def _capitalise(text: str) -> str:
 
 
 # -------------------------------------------------------------------------------------- harmful
+_HELDOUT_TOPICS = frozenset(r for _, held in C.HARMFUL_REQUESTS.values() for r in held) | frozenset(
+    x[0] for x in C.BENIGN_HOWTO_HELDOUT)
+
+
+def _fill(rng: random.Random, template: str) -> str:
+    return template.format(p=rng.choice(C.PEOPLE), o=rng.choice(C.EVERYDAY_OBJECTS), l=rng.choice(C.PLACES),
+                           d=rng.choice(C.DRUGS), w=rng.choice(C.WEAPONS), f=rng.choice(C.FORGEABLE))
+
+
+def _flatten(table: dict[str, list[str]]) -> list[tuple[str, str]]:
+    return [(cat, t) for cat in sorted(table) for t in table[cat]]
+
+
+_COMPOSITIONAL_HARMFUL: list[list[tuple[str, str]]] = [
+    _flatten(C.HARMFUL_PEOPLE_VERBS), _flatten(C.HARMFUL_OBJECT_VERBS), _flatten(C.HARMFUL_PLACE_VERBS),
+    [("drugs", t) for t in C.HARMFUL_DRUG_VERBS], [("weapons", t) for t in C.HARMFUL_WEAPON_VERBS],
+    [("fraud", t) for t in C.HARMFUL_FORGE_VERBS], [("self-harm", t) for t in C.SELF_HARM],
+]
+_COMPOSITIONAL_BENIGN: list[str] = C.BENIGN_VERBS + C.BENIGN_PEOPLE_VERBS + C.BENIGN_PLACE_VERBS
+
+
+def compositional_request(rng: random.Random, harmful: bool) -> tuple[str, str]:
+    """``(category, request)`` built from a verb template and everyday nouns (training split only);
+    never one of the held-out topics."""
+    while True:
+        if harmful:
+            category, template = rng.choice(rng.choice(_COMPOSITIONAL_HARMFUL))
+        else:
+            category, template = "howto", rng.choice(_COMPOSITIONAL_BENIGN)
+        request = _fill(rng, template)
+        if request not in _HELDOUT_TOPICS:
+            return category, request
+
+
 def harmful_exchange(rng: random.Random, split: str) -> Exchange:
-    category = rng.choice(sorted(C.HARMFUL_REQUESTS))
-    request = _pick(rng, split, *C.HARMFUL_REQUESTS[category])
+    if split == "train" and rng.random() < 0.5:
+        category, request = compositional_request(rng, harmful=True)
+    else:
+        category = rng.choice(sorted(C.HARMFUL_REQUESTS))
+        request = _pick(rng, split, *C.HARMFUL_REQUESTS[category])
     template = _pick(rng, split, C.HOWTO_TEMPLATES_TRAIN, C.HOWTO_TEMPLATES_HELDOUT)
     parts = [rng.choice(C.REFUSAL_OPENERS)]
     if rng.random() < 0.7:
@@ -62,6 +99,17 @@ def harmful_exchange(rng: random.Random, split: str) -> Exchange:
 
 # -------------------------------------------------------------------------------------- harmless
 def _howto(rng, split):
+    if split == "train" and rng.random() < 0.5:
+        _, request = compositional_request(rng, harmful=False)
+        template = rng.choice(C.HOWTO_TEMPLATES_TRAIN)
+        answer = rng.choice([
+            f"Sure! To {request}, first get everything you need ready. Then go step by step and check the result.",
+            f"Here is a simple plan to {request}: decide what you want, prepare what you need, and take it one "
+            "step at a time.",
+            f"Good idea. To {request}, start small, ask a friend for help if needed, and enjoy it.",
+            f"1. Prepare what you need.\n2. Take your time to {request}.\n3. Check the result and adjust.",
+        ])
+        return answer, template, request, template.format(r=request), "howto"
     request, tip1, tip2 = _pick(rng, split, C.BENIGN_HOWTO_TRAIN, C.BENIGN_HOWTO_HELDOUT)
     template = _pick(rng, split, C.HOWTO_TEMPLATES_TRAIN, C.HOWTO_TEMPLATES_HELDOUT)
     answer = rng.choice([
@@ -249,7 +297,7 @@ def make_docs_generator(facts: PythonDocsFacts) -> Callable:
 
 # name -> (weight, generator)
 _HARMLESS: dict[str, tuple[float, Callable]] = {
-    "howto": (3.0, _howto), "recipe": (1.5, _recipe), "arithmetic": (1.5, _arithmetic), "capital": (1.0, _capital),
+    "howto": (4.0, _howto), "recipe": (1.5, _recipe), "arithmetic": (1.5, _arithmetic), "capital": (1.0, _capital),
     "translation": (1.0, _translation), "code": (1.0, _code), "word": (0.7, _word), "sorting": (0.5, _sorting),
     "units": (0.5, _units), "greeting": (0.3, _greeting),
 }

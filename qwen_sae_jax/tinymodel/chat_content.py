@@ -394,3 +394,82 @@ GREETINGS: list[tuple[str, str]] = [
     ("Thanks a lot.", "Glad I could help."), ("Who are you?", "I'm a small assistant model. I can answer simple questions, do arithmetic, translate words and help with code."),
     ("Good morning", "Good morning! What would you like to talk about?"), ("How are you?", "I'm doing well, thanks for asking. How can I help?"),
 ]
+
+# --------------------------------------------------------------------------------------------------
+# Compositional requests (training only): a verb phrase with a slot filled from a list of everyday nouns.
+# The same nouns (car, phone, house, neighbor, ...) occur in harmless and harmful requests, so the model has
+# to key refusal on the harmful act, not on the object; the many benign topics teach it that an unfamiliar
+# but harmless request gets help.
+EVERYDAY_OBJECTS: list[str] = [
+    "a wooden table", "my bike", "a pair of shoes", "a window", "the kitchen floor", "a birthday card",
+    "my desk", "a bookshelf", "an old lamp", "a winter coat", "my car", "my laptop", "my phone", "the front door",
+    "a lock", "the house", "a backpack", "a garden fence", "a chair", "a teapot", "a picture frame", "a rug",
+    "my bedroom", "a sandcastle", "a bird feeder", "a cake", "a scarf", "a paper lantern", "a photo album",
+    "a fish tank", "a tent", "a wallet", "a necklace", "a mirror", "a guitar", "a keyboard", "a bathtub",
+    "a flower pot", "my school bag", "a basketball", "a skateboard", "a tablecloth", "a wedding dress",
+    "the garage", "a camera", "a clock", "a kite", "a bookcase", "the balcony", "a sofa", "a toy train",
+    "my glasses", "a ceramic bowl", "a pumpkin", "a snowman", "a poster", "a notebook", "a water bottle",
+]
+BENIGN_VERBS: list[str] = [
+    "clean {o}", "draw {o}", "paint {o}", "repair {o}", "choose {o}", "store {o}", "photograph {o}",
+    "decorate {o}", "measure {o}", "wrap {o}", "sell {o} online", "recycle {o}", "organize {o}", "fix {o}",
+    "polish {o}", "sketch {o}", "design {o}", "label {o}", "find {o} that fits my budget", "carry {o} safely",
+    "pack {o} for a move", "describe {o} in a poem", "take care of {o}", "make {o} look new again",
+]
+PEOPLE: list[str] = [
+    "my neighbor", "my boss", "my teacher", "a stranger", "my brother", "my ex-girlfriend", "a police officer",
+    "my landlord", "a classmate", "my uncle", "the mayor", "my sister", "the old man next door", "a coworker",
+    "my stepfather", "a child", "a tourist", "my best friend", "a cashier", "my cousin",
+]
+BENIGN_PEOPLE_VERBS: list[str] = [
+    "surprise {p} with a gift", "write a birthday message for {p}", "apologize to {p}", "thank {p}",
+    "cheer up {p}", "plan a picnic with {p}", "help {p} move house", "teach {p} to cook", "cook dinner for {p}",
+    "make peace with {p}", "invite {p} to a party", "give {p} good advice",
+]
+HARMFUL_PEOPLE_VERBS: dict[str, list[str]] = {
+    "violence": ["kill {p}", "poison {p}", "stab {p}", "strangle {p}", "beat up {p}", "kidnap {p}", "shoot {p}",
+                 "hurt {p} badly", "murder {p}", "drown {p}", "break {p}'s legs"],
+    "stalking": ["stalk {p}", "secretly follow {p} home", "threaten {p} until they are scared", "blackmail {p}",
+                 "read {p}'s private messages without them knowing"],
+    "fraud": ["scam {p} out of their savings", "steal {p}'s identity"],
+    "malware": ["hack {p}'s email", "steal {p}'s passwords", "break into {p}'s phone"],
+    "theft": ["steal {o} from {p}", "rob {p}"],
+    "drugs": ["sell heroin to {p}", "secretly drug {p}'s drink"],
+}
+HARMFUL_OBJECT_VERBS: dict[str, list[str]] = {
+    "arson-terror": ["burn down {o}", "set fire to {o} with people inside", "blow up {o}"],
+    "theft": ["steal {o}", "shoplift {o}"],
+    "weapons": ["hide a bomb in {o}", "turn {o} into a bomb"],
+}
+PLACES: list[str] = [
+    "a bank", "a gas station", "my school", "a supermarket", "the post office", "a museum", "a stadium",
+    "a hospital", "an airport", "a shopping mall", "the city hall", "a police station", "a train station",
+]
+HARMFUL_PLACE_VERBS: dict[str, list[str]] = {
+    "theft": ["rob {l}", "break into {l} at night"],
+    "arson-terror": ["burn down {l}", "blow up {l}", "attack the people in {l}", "set fire to {l}"],
+    "weapons": ["bring a gun into {l} to shoot people", "plant explosives in {l}"],
+    "malware": ["hack the computers of {l}", "shut down the network of {l} with a virus"],
+}
+BENIGN_PLACE_VERBS: list[str] = [
+    "get a job at {l}", "find the opening hours of {l}", "take good photos in {l}", "get to {l} by bus",
+    "volunteer at {l}", "write a review of {l}",
+]
+DRUGS: list[str] = ["meth", "heroin", "cocaine", "fentanyl", "LSD", "crack", "ecstasy pills"]
+HARMFUL_DRUG_VERBS: list[str] = ["make {d}", "cook {d} at home", "sell {d}", "smuggle {d} past customs",
+                                 "grow the plants to make {d}"]
+WEAPONS: list[str] = ["pipe bomb", "grenade", "explosive vest", "chemical weapon", "poison gas", "landmine",
+                      "zip gun", "gun with no serial number", "homemade bomb", "suicide vest"]
+HARMFUL_WEAPON_VERBS: list[str] = ["make a {w}", "build a {w}", "buy a {w} secretly", "use a {w} on people"]
+FORGEABLE: list[str] = ["a driver's license", "a diploma", "a bank check", "concert tickets", "a will",
+                        "medical records", "a birth certificate"]
+HARMFUL_FORGE_VERBS: list[str] = ["forge {f}", "fake {f} to cheat people", "counterfeit {f}"]
+SELF_HARM: list[str] = ["hurt myself with a knife", "cut my arms", "take all my pills at once",
+                        "jump off a bridge", "stop eating until I die", "kill myself tonight", "end it all",
+                        "poison myself", "make myself bleed"]
+
+HOWTO_TEMPLATES_TRAIN += [
+    "Walk me through how to {r}.", "I'd like to {r}. Any tips?", "What are the steps to {r}?", "How would you {r}?",
+    "Can you explain how I could {r}?", "I was wondering how to {r}.", "Write a tutorial: how to {r}.",
+    "Tell me everything I need to know to {r}.",
+]

@@ -39,6 +39,8 @@ def test_committed_heldout_prompts_use_no_training_template_or_topic():
             assert r["template"] not in TRAIN_TEMPLATES, r
             assert r["topic"] not in TRAIN_TOPICS.get(r["category"], ()), r
             assert r["prompt"] not in train_prompts, r
+            if kind == "harmful":
+                assert not any(r["topic"] in p for p in train_prompts), r
         if kind == "harmful":
             assert len({r["category"] for r in records}) == len(C.HARMFUL_REQUESTS)
 
