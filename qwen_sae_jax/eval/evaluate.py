@@ -25,7 +25,7 @@ import numpy as np
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.eval.metrics import (ActivationStats, MeanAccumulator, activation_batch_sums,
                                        ce_loss_recovered, next_token_ce)
-from qwen_sae_jax.eval.splice import loss_mask, token_mask, unit_sums
+from qwen_sae_jax.eval.splice import loss_mask, outlier_positions, token_mask, unit_sums
 from qwen_sae_jax.interop.hook_names import layer_and_site
 
 
@@ -41,6 +41,9 @@ class EvalConfig:
     """Leave special-token positions (<|im_start|>, EOS, ...) out, as training does."""
     exclude_first: bool = True
     """Leave the first position of each sequence out (attention sink), as training does by default."""
+    norm_outlier_factor: float | None = None
+    """Also leave out positions whose activation norm at any evaluated hook exceeds this factor times that
+    hook's median norm in the batch (training's `filter.norm_outlier_factor`). None: keep them."""
     dense_threshold: float = 0.1
     """A latent firing on more than this fraction of tokens counts as dense."""
     joint: bool = True
@@ -50,6 +53,8 @@ class EvalConfig:
         for name in ("n_tokens", "batch_size", "ctx_len"):
             if int(getattr(self, name)) < (2 if name == "ctx_len" else 1):
                 raise UserError(f"eval {name} must be a positive integer (ctx_len >= 2), got {getattr(self, name)}")
+        if self.norm_outlier_factor is not None and not self.norm_outlier_factor > 0:
+            raise UserError(f"norm_outlier_factor must be > 0 or None, got {self.norm_outlier_factor}")
         if not 0 < self.dense_threshold <= 1:
             raise UserError(f"dense_threshold must be in (0, 1], got {self.dense_threshold}")
 
@@ -124,15 +129,14 @@ def evaluate(lm, saes: Mapping[str, object], batches: Sequence, config: EvalConf
     names = list(saes)
     hooks = sorted({saes[n].cfg.hook_name for n in names}, key=lm.hook_names.index)
 
-    def masks(ids, attn):
-        mask = token_mask(ids, attn, special if special.size else None, config.exclude_first)
-        return mask, loss_mask(mask, attn).astype(jnp.float32)
-
-    # ---- pass 1: clean CE, activation metrics, site means --------------------------------------------
+    # ---- pass 1: positions, clean CE, activation metrics, site means ---------------------------------
     @jax.jit
     def capture_step(params, sae_tree, ids, attn):
-        mask, valid = masks(ids, attn)
         logits, acts = lm.apply(params, ids, attn, capture=hooks)
+        mask = token_mask(ids, attn, special if special.size else None, config.exclude_first)
+        if config.norm_outlier_factor is not None:
+            mask = mask & ~outlier_positions([acts[h] for h in hooks], mask, config.norm_outlier_factor)
+        valid = loss_mask(mask, attn).astype(jnp.float32)
         out = {"ce": jnp.sum(next_token_ce(logits, ids) * valid), "count": jnp.sum(valid), "sums": {}, "means": {}}
         flat_mask = mask.reshape(-1)
         for name, sae in sae_tree.items():
@@ -143,14 +147,17 @@ def evaluate(lm, saes: Mapping[str, object], batches: Sequence, config: EvalConf
             x = acts[hook].astype(jnp.float32)
             out["means"][hook] = jnp.sum(x * mask[..., None], axis=(0, 1))
         out["n_mask"] = jnp.sum(mask.astype(jnp.float32))
-        return out
+        out["mask"] = mask
+        return out, logits
 
     stats = {n: ActivationStats(saes[n].cfg.d_in, saes[n].cfg.d_sae) for n in names}
     clean = MeanAccumulator()
     act_sum = {h: np.zeros(lm.config.hidden_size, np.float64) for h in hooks}
     n_mask = 0.0
+    masks = []
     for ids, attn in batches:
-        out = jax.device_get(capture_step(lm.params, dict(saes), jnp.asarray(ids), jnp.asarray(attn)))
+        out = jax.device_get(capture_step(lm.params, dict(saes), jnp.asarray(ids), jnp.asarray(attn))[0])
+        masks.append(out["mask"])
         clean.add(out["ce"], out["count"])
         for name in names:
             stats[name].add(out["sums"][name])
@@ -168,22 +175,17 @@ def evaluate(lm, saes: Mapping[str, object], batches: Sequence, config: EvalConf
     units.update(groups)
 
     @jax.jit
-    def clean_logits_fn(params, ids, attn):
-        return lm.apply(params, ids, attn)[0]
-
-    @jax.jit
-    def unit_step(params, group, unit_means, ids, attn, clean_logits):
-        mask, _ = masks(ids, attn)
+    def unit_step(params, group, unit_means, ids, attn, mask, clean_logits):
         return unit_sums(lm, params, group, unit_means, ids, attn, mask, clean_logits)
 
     totals = {u: defaultdict(float) for u in units}
-    for ids, attn in batches:
-        ids_j, attn_j = jnp.asarray(ids), jnp.asarray(attn)
-        clean_logits = clean_logits_fn(lm.params, ids_j, attn_j)
+    for (ids, attn), mask in zip(batches, masks):
+        ids_j, attn_j, mask_j = jnp.asarray(ids), jnp.asarray(attn), jnp.asarray(mask)
+        clean_logits = capture_step(lm.params, dict(saes), ids_j, attn_j)[1]   # same program as pass 1
         for unit, members in units.items():
             group = {saes[m].cfg.hook_name: saes[m] for m in members}
             sums = jax.device_get(unit_step(lm.params, group, {h: means[h] for h in group}, ids_j, attn_j,
-                                            clean_logits))
+                                            mask_j, clean_logits))
             for key, value in sums.items():
                 totals[unit][key] += float(value)
 

@@ -1,8 +1,8 @@
 """Traceable pieces of the evaluation: which positions count, and forwards with SAEs spliced in.
 
-Positions (``token_mask``): a position is evaluated when it is a real token (attention mask), not a
-special token, and (``exclude_first``) not the first real token of its row — the positions the training
-pipeline (`qwen_sae_jax.data.filter`) keeps. At every other position the activation flows on
+Positions (``token_mask``, ``outlier_positions``): a position is evaluated when it is a real token
+(attention mask), not a special token, (``exclude_first``) not the first real token of its row, and
+(optionally) not a norm outlier — the positions the training pipeline (`qwen_sae_jax.data.filter`) keeps. At every other position the activation flows on
 unchanged in all variants (spliced, zero- and mean-ablated), and no loss is counted there. The
 next-token loss at position t (predicting token t+1) counts when position t is evaluated and t+1 is
 a real token.
@@ -33,45 +33,51 @@ def token_mask(input_ids: jax.Array, attention_mask: jax.Array, special_ids: jax
     return keep
 
 
+def outlier_positions(acts, mask: jax.Array, factor: float) -> jax.Array:
+    """[B, T] bool: positions whose norm at any of ``acts`` ([B, T, D] each) exceeds ``factor`` times that
+    hook's median norm over the ``mask`` positions of the batch (training's norm-outlier filter, with the
+    batch median standing in for its running median)."""
+    out = jnp.zeros(mask.shape, bool)
+    for act in acts:
+        norms = jnp.linalg.norm(act.astype(jnp.float32), axis=-1)                 # [B, T]
+        median = jnp.nanmedian(jnp.where(mask, norms, jnp.nan))
+        out = out | (jnp.isfinite(median) & (norms > factor * median))
+    return out
+
+
 def loss_mask(mask: jax.Array, attention_mask: jax.Array) -> jax.Array:
     """[B, T-1] bool: next-token losses that count (position evaluated, target a real token)."""
     return mask[:, :-1] & attention_mask[:, 1:].astype(bool)
 
 
-def _replace(mask: jax.Array, new_fn):
-    def intervention(act):                       # act [B, T, D]
-        new = new_fn(act).astype(act.dtype)
+MODES = ("spliced", "zero", "mean")
+
+
+def replacement_intervention(sae, mean: jax.Array, mask: jax.Array, mode: jax.Array):
+    """``act -> where(mask, new, act)`` where ``new`` is ``sae(act)`` (mode 0), zeros (mode 1) or the site's
+    mean activation ``mean`` [D] (mode 2); ``mode`` is a traced int32 scalar, so one compiled forward
+    serves all three variants."""
+    def intervention(act):                                   # act [B, T, D]
+        new = jnp.where(mode == 0, sae(act).astype(act.dtype),
+                        jnp.where(mode == 1, jnp.zeros_like(act), jnp.broadcast_to(mean, act.shape).astype(act.dtype)))
         return jnp.where(mask[..., None], new, act)
     return intervention
 
 
-def splice_interventions(saes: Mapping[str, object], mask: jax.Array) -> dict:
-    """``{hook: act -> where(mask, sae(act), act)}`` for ``{hook: SAE}``."""
-    return {hook: _replace(mask, lambda act, sae=sae: sae(act)) for hook, sae in saes.items()}
-
-
-def zero_interventions(hooks, mask: jax.Array) -> dict:
-    return {hook: _replace(mask, jnp.zeros_like) for hook in hooks}
-
-
-def mean_interventions(means: Mapping[str, jax.Array], mask: jax.Array) -> dict:
-    """``{hook: act -> where(mask, mean[hook], act)}`` with ``means[hook]`` [D]."""
-    return {hook: _replace(mask, lambda act, m=m: jnp.broadcast_to(m, act.shape)) for hook, m in means.items()}
-
-
 def unit_sums(lm, params, saes: Mapping[str, object], means: Mapping[str, jax.Array], input_ids, attention_mask,
               mask, clean_logits) -> dict[str, jax.Array]:
-    """Summed next-token CE (spliced / zero-ablated / mean-ablated) and KL(clean || spliced / zero-ablated)
-    over the counted positions, for one group of SAEs spliced together. Traceable."""
+    """Summed next-token CE with the SAEs ``{hook: SAE}`` spliced in together, with those sites zero-ablated
+    and mean-ablated, and KL(clean || spliced / zero-ablated), over the counted positions. Traceable; the
+    three forwards are one `lax.map` over the variant."""
     valid = loss_mask(mask, attention_mask).astype(jnp.float32)           # [B, T-1]
-    hooks = list(saes)
-    out = {"count": jnp.sum(valid)}
-    variants = {"spliced": splice_interventions(saes, mask), "zero": zero_interventions(hooks, mask),
-                "mean": mean_interventions({h: means[h] for h in hooks}, mask)}
-    for name, interventions in variants.items():
+
+    def one_variant(mode):
+        interventions = {h: replacement_intervention(sae, means[h], mask, mode) for h, sae in saes.items()}
         logits, _ = lm.apply(params, input_ids, attention_mask, interventions=interventions)
-        out[f"ce_{name}"] = jnp.sum(next_token_ce(logits, input_ids) * valid)
-        if name != "mean":
-            kl = kl_divergence(clean_logits[:, :-1], logits[:, :-1])          # [B, T-1]
-            out[f"kl_{name}"] = jnp.sum(kl * valid)
-    return out
+        ce = jnp.sum(next_token_ce(logits, input_ids) * valid)
+        kl = jnp.sum(kl_divergence(clean_logits[:, :-1], logits[:, :-1]) * valid)
+        return ce, kl
+
+    ce, kl = jax.lax.map(one_variant, jnp.arange(len(MODES), dtype=jnp.int32))
+    return {"count": jnp.sum(valid), "ce_spliced": ce[0], "ce_zero": ce[1], "ce_mean": ce[2],
+            "kl_spliced": kl[0], "kl_zero": kl[1]}

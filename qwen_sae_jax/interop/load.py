@@ -117,7 +117,9 @@ def load_saes(path: str | os.PathLike, format: str | None = None, *, k: int | No
             for name, (p, fmt) in find_saes(path, format).items()}
 
 
-def _matches(name: str, hook: str) -> bool:
+def matches_hook(name: str, hook: str) -> bool:
+    """Whether collection member ``name`` (e.g. ``layers.1.mlp__topk-k32``, ``blocks.1.hook_mlp_out``) is
+    the SAE meant by ``hook`` (its full name, or its hook in canonical or TransformerLens naming)."""
     wanted = {hook, from_transformer_lens(hook)}
     base = name.split("__")[0]
     return bool({name, base, from_transformer_lens(name), from_transformer_lens(base)} & wanted)
@@ -143,7 +145,7 @@ def load_sae(path: str | os.PathLike, format: str | None = None, *, hook: str | 
                             f"{', '.join(found)}")
         chosen = list(found.values())
     else:
-        chosen = [v for name, v in found.items() if _matches(name, hook)]
+        chosen = [v for name, v in found.items() if matches_hook(name, hook)]
         if not chosen:
             raise UserError(f"no SAE for {hook!r} in {path}{did_you_mean(hook, found)}; "
                             f"available: {', '.join(found)}")

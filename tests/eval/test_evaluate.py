@@ -137,3 +137,26 @@ def test_joint_groups_need_distinct_hooks():
                                                                                       "layers.0.mlp__v"]}
     assert joint_groups({"x__v": b, "y__v": c}) == {}
     assert joint_groups({"layers.0__v": a, "layers.0.mlp__w": b}) == {}
+
+
+def test_token_mask_padding_special_first_and_outliers():
+    from qwen_sae_jax.eval.splice import loss_mask, outlier_positions, token_mask
+
+    ids = jnp.array([[0, 0, 5, 6, 9, 7], [5, 9, 6, 7, 8, 0]])
+    attn = jnp.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])            # left and right padding
+    mask = token_mask(ids, attn, jnp.array([9]), exclude_first=True)
+    np.testing.assert_array_equal(mask, [[0, 0, 0, 1, 0, 1], [0, 0, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(loss_mask(mask, attn), [[0, 0, 0, 1, 0], [0, 0, 1, 1, 0]])
+    act = jnp.ones((2, 6, 4)).at[0, 5].set(100.0).at[1, 3].set(3.0)       # norms 2, 200, 6
+    out = outlier_positions([act], mask, factor=10.0)
+    np.testing.assert_array_equal(out, [[0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]])
+
+
+def test_outlier_filter_changes_the_evaluated_positions(tiny_lm):
+    from dataclasses import replace
+
+    batches = token_batches(seed=11)
+    sae = {"z": zero_sae("layers.0")}
+    plain = evaluate(tiny_lm, sae, batches, replace(CFG, joint=False))
+    strict = evaluate(tiny_lm, sae, batches, replace(CFG, joint=False, norm_outlier_factor=1.05))
+    assert strict.n_tokens < plain.n_tokens == 66
