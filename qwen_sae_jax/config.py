@@ -16,6 +16,7 @@ layers.1]`` a list, ``x=null`` None). List items are addressed by index (``saes.
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import functools
 import inspect
@@ -317,12 +318,9 @@ def _set(obj: Any, tp: Any, parts: list[str], value: Any, path: str) -> Any:
         if head not in fields:
             raise _unknown_key(cls, path, head)
         new = _set(getattr(obj, head), _hints(cls)[head], rest, value, _join(path, head))
-        try:
-            return dataclasses.replace(obj, **{head: new})
-        except UserError:
-            raise
-        except (TypeError, ValueError) as err:
-            raise _fail(path, str(err)) from None
+        copied = copy.copy(obj)     # validation (__post_init__) runs once, after every override
+        object.__setattr__(copied, head, new)
+        return copied
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
@@ -355,11 +353,14 @@ def _set(obj: Any, tp: Any, parts: list[str], value: Any, path: str) -> Any:
 
 
 def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
-    """``cfg`` with each ``dotted.key=value`` applied in order (typed, validated)."""
+    """``cfg`` with each ``dotted.key=value`` applied in order: each value is typed at once, the whole
+    config is validated after the last one (so ``cache.mode=write cache.dir=x`` works in either order)."""
+    if not overrides:
+        return cfg
     for item in overrides:
         parts, value = _parse_override(item)
         cfg = _set(cfg, type(cfg), parts, value, "")
-    return cfg
+    return from_dict(type(cfg), to_dict(cfg))   # re-validate the whole tree
 
 
 def load_config(cls: type[T], source: str | Path | Mapping | None = None, overrides: Sequence[str] = ()) -> T:

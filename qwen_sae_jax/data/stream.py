@@ -17,6 +17,7 @@ batch) and accumulates the drop counts.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import jax
@@ -56,6 +57,14 @@ class ActivationStream:
             self._filter_args = (special, drop_first, outlier_factor)
             self._fill = jax.jit(self._fill_model, donate_argnums=(1, 2))
         self._take = jax.jit(mixing.take_rows, static_argnums=(2,))
+
+    def with_tokens(self, tokens: Any) -> "ActivationStream":
+        """The same stream (same compiled fill, filter settings) reading another token iterator, with fresh
+        drop counts and no cache writer (e.g. the held-out documents of the final table)."""
+        other = copy.copy(self)
+        other.tokens, other.writer = tokens, None
+        other.counts = {k: 0 if k not in ("nonfinite", "outlier") else [0] * len(self.hooks) for k in COUNT_KEYS}
+        return other
 
     # ------------------------------------------------------------------ jitted bodies
     def _fill_model(self, params, buf: mixing.MixingBuffer, fstate: FilterState, tokens: jax.Array):

@@ -167,16 +167,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
     H, D = len(plan.hooks), plan.d_in
     act_dtype = jnp.dtype(cfg.model.dtype)
 
-    def token_stream(docs) -> ActivationStream:
-        if cfg.data.batch_size % n_data:
-            raise UserError(f"data.batch_size={cfg.data.batch_size} must be divisible by the 'data' mesh axis "
-                            f"({n_data} devices)")
-        tokens = TokenBatches(lm.tokenizer, cfg.data, pid, nproc, docs=docs)
-        return ActivationStream(plan.hooks, mesh, lm=lm, tokens=tokens,
-                                special_ids=special_token_ids(lm.tokenizer) if cfg.filter.special_tokens else (),
-                                drop_first=cfg.filter.first_position, outlier_factor=cfg.filter.norm_outlier_factor,
-                                writer=writer, global_batch=cfg.data.batch_size, ctx_len=cfg.data.ctx_len)
-
     writer = None
     eval_docs = None
     if reading_cache:
@@ -195,11 +185,24 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
         if cfg.eval.holdout_every:
             train_docs = _Every(docs, cfg.eval.holdout_every, held_out=False)
             eval_docs = _Every(docs, cfg.eval.holdout_every, held_out=True)
+        if cfg.data.batch_size % n_data:
+            raise UserError(f"data.batch_size={cfg.data.batch_size} must be divisible by the 'data' mesh axis "
+                            f"({n_data} devices)")
         if cfg.cache.mode == "write":
             if nproc > 1:
                 raise UserError("cache.mode=write runs in a single process (read mode works multi-host)")
             writer = CacheWriter(cfg.cache.dir, plan.hooks, D, act_dtype, cfg.cache.shard_rows, cfg.model.name)
-        stream = token_stream(train_docs)
+        stream = ActivationStream(
+            plan.hooks, mesh, lm=lm, tokens=TokenBatches(lm.tokenizer, cfg.data, pid, nproc, docs=train_docs),
+            special_ids=special_token_ids(lm.tokenizer) if cfg.filter.special_tokens else (),
+            drop_first=cfg.filter.first_position, outlier_factor=cfg.filter.norm_outlier_factor,
+            writer=writer, global_batch=cfg.data.batch_size, ctx_len=cfg.data.ctx_len)
+        if eval_docs is not None:
+            try:
+                eval_tokens = TokenBatches(lm.tokenizer, cfg.data, pid, nproc, docs=eval_docs)
+            except UserError as err:
+                raise UserError(f"held-out documents (every {cfg.eval.holdout_every}th, eval.holdout_every): "
+                                f"{err}; or set eval.holdout_every=0 to evaluate on the training stream") from None
     size = cfg.buffer.size
     params = lm.params if lm is not None else None
 
@@ -324,8 +327,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
     n_eval = -(-cfg.eval.tokens // Bt) * Bt
     eval_size = -(-n_eval // (2 * Bt)) * 2 * Bt
     if eval_docs is not None:
-        eval_stream = token_stream(eval_docs)
-        eval_stream.writer = None
+        eval_stream = stream.with_tokens(eval_tokens)
     else:
         eval_stream = stream
         eval_stream.writer = None

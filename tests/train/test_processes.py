@@ -1,0 +1,109 @@
+"""The real `qwen-sae train` entry point in subprocesses: SIGKILL + --resume is bitwise exact, and two
+cooperating processes (jax.distributed over 127.0.0.1) train the same SAEs as one process."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from qwen_sae_jax.config import to_dict
+
+pytestmark = pytest.mark.slow
+
+
+def _env(devices: int, cache_dir: str) -> dict:
+    env = dict(os.environ)
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+               JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+def _cli(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "qwen_sae_jax.cli", "train", str(config), *args]
+
+
+def _write(cfg, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(to_dict(cfg)))
+    return path
+
+
+def _tensors(run_dir: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+    out = {}
+    for folder in sorted((run_dir / "saes").iterdir()):
+        for key, value in load_file(str(folder / "sae.safetensors")).items():
+            out[f"{folder.name}/{key}"] = value
+    return out
+
+
+def test_sigkill_then_resume_is_bitwise_exact(make_config, tmp_path, _compilation_cache):
+    env = _env(1, _compilation_cache)
+    common = ("train.total_tokens=38400", "log.every=5", "checkpoint.every=40", "mesh.data=1")
+    ref = subprocess.run(_cli(_write(make_config(*common, run="ref"), tmp_path / "ref.yaml")), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    config = _write(make_config(*common, run="killed"), tmp_path / "killed.yaml")
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    proc = subprocess.Popen(_cli(config), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and any(json.loads(line)["step"] >= 125 for line in metrics.read_text().splitlines()):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert 125 <= steps[-1] < 300    # killed between checkpoints (every 40 steps)
+
+    resumed = subprocess.run(_cli(config, "--resume"), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed" in resumed.stderr
+    want, got = _tensors(tmp_path / "ref"), _tensors(tmp_path / "killed")
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(make_config, tmp_path, _compilation_cache):
+    common = ("train.total_tokens=3072", "checkpoint.every=12", "log.every=4")
+    single = subprocess.run(_cli(_write(make_config(*common, run="single"), tmp_path / "single.yaml")),
+                            env=_env(2, _compilation_cache), capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+
+    config = _write(make_config(*common, run="multi"), tmp_path / "multi.yaml")
+    port = _free_port()
+    procs = [subprocess.Popen(_cli(config, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                   "--process-id", str(i)),
+                              env=_env(1, _compilation_cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "2 process(es)" in outs[0][1] and "FVU" in outs[0][0]
+    assert "FVU" not in outs[1][0]                 # only process 0 prints the table
+    print(outs[0][1][-3000:])
+    want, got = _tensors(tmp_path / "single"), _tensors(tmp_path / "multi")
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    a = json.loads((tmp_path / "single" / "summary.json").read_text())["saes"]
+    b = json.loads((tmp_path / "multi" / "summary.json").read_text())["saes"]
+    for name in a:
+        assert b[name]["fvu"] == pytest.approx(a[name]["fvu"], rel=1e-4)
