@@ -91,8 +91,8 @@ def load_model(name_or_path: str = "tiny", dtype="float32", mesh: Mesh | None = 
     store = compute if param_dtype is None else _dtype(param_dtype)
     path = resolve_model_dir(os.fspath(name_or_path))
     config, params = load_hf(path, param_dtype=store, mesh=mesh)
-    return LanguageModel(config, params, tokenizer=_load_tokenizer(path), dtype=compute, mesh=mesh,
-                         name=os.fspath(name_or_path))
+    return LanguageModel(config, params, tokenizer=_load_tokenizer(path), dtype=compute, param_dtype=store,
+                         mesh=mesh, name=os.fspath(name_or_path))
 
 
 class LanguageModel:
@@ -103,15 +103,16 @@ class LanguageModel:
     ``name`` (what ``load_model`` was given).
     """
 
-    def __init__(self, config: Qwen3Config, params, tokenizer=None, dtype=jnp.float32, mesh: Mesh | None = None,
-                 name: str = ""):
+    def __init__(self, config: Qwen3Config, params, tokenizer=None, dtype=jnp.float32, param_dtype=None,
+                 mesh: Mesh | None = None, name: str = ""):
         self.config = config
         self.params = params
         self.tokenizer = tokenizer
         self.dtype = jnp.dtype(dtype)
         self.mesh = mesh
         self.name = name
-        self.module = Qwen3ForCausalLM(config, dtype=self.dtype, param_dtype=self.dtype)
+        self.module = Qwen3ForCausalLM(config, dtype=self.dtype,
+                                       param_dtype=self.dtype if param_dtype is None else jnp.dtype(param_dtype))
         self._compiled: OrderedDict = OrderedDict()
 
     def __repr__(self):
