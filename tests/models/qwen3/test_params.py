@@ -13,11 +13,11 @@ from qwen_sae_jax.models.qwen3 import Qwen3ForCausalLM, load_hf, save_hf
 from qwen_sae_jax.models.qwen3.safetensors_io import SafetensorsFile, save_file
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_round_trip_through_transformers(hf_tiny, tmp_path, tied):
+@pytest.mark.parametrize("tied,moe", [(False, False), (True, False), (False, True)], ids=["untied", "tied", "moe"])
+def test_round_trip_through_transformers(hf_tiny, tmp_path, tied, moe):
     import transformers
 
-    hf_model, path = hf_tiny(tie_word_embeddings=tied)
+    hf_model, path = hf_tiny(tie_word_embeddings=tied, moe=moe)
     config, params = load_hf(path)
     out = tmp_path / "saved"
     save_hf(params, config, out)
