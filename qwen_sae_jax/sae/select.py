@@ -49,7 +49,7 @@ def select_topk(
         from qwen_sae_jax.sae.kernels.topk import fused_encoder_topk
 
         acts, idx = fused_encoder_topk(x_enc, W_enc, b_enc, k)
-        return acts, idx, None
+        return acts.astype(W_enc.dtype), idx, None
     pre = dense_pre_activations(x_enc, W_enc, b_enc)
     vals, idx = top_k_of(pre, k, implementation)
     return jnp.maximum(vals, 0), idx, pre

@@ -43,9 +43,10 @@ def _check(arch, d_in, d_sae, k, batch, seed, dead_fraction=0.0, **cfg_kwargs):
         dead = jax.random.uniform(jax.random.key(seed + 200), (d_sae,)) < dead_fraction
     ref_fn = reference.LOSSES[arch]
 
-    (loss, terms), grads = jax.value_and_grad(lambda s: sae_loss(s, x, dead_mask=dead, implementation="xla"),
-                                              has_aux=True)(sae)
-    (ref_loss, ref_terms), ref_grads = jax.value_and_grad(lambda p: ref_fn(p, x, cfg, dead), has_aux=True)(_params(sae))
+    (loss, terms), grads = jax.jit(jax.value_and_grad(
+        lambda s: sae_loss(s, x, dead_mask=dead, implementation="xla"), has_aux=True))(sae)
+    (ref_loss, ref_terms), ref_grads = jax.jit(jax.value_and_grad(
+        lambda p: ref_fn(p, x, cfg, dead), has_aux=True))(_params(sae))
 
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-4, atol=1e-5)
     for name in ("mse", "fvu", "aux") + (("sparsity",) if "sparsity" in ref_terms else ()):
