@@ -80,7 +80,10 @@ def logit_lens(directions, w_u, norm_weight=None, k: int = 10, chunk: int | None
 
 
 def sae_logit_lens(lm, sae, k: int = 10, features=None) -> LogitLens:
-    """`logit_lens` of ``sae``'s decoder rows (all, or the ``features`` given) through ``lm``'s unembedding."""
+    """`logit_lens` of ``sae``'s decoder rows (all, or the ``features`` given) through ``lm``'s unembedding.
+
+    Only ids the tokenizer knows are ranked: Qwen3 pads its embedding matrix past the tokenizer (151,936
+    rows for 151,669 tokens), and those padding rows are no tokens."""
     if sae.cfg.d_in != lm.config.hidden_size:
         raise UserError(f"SAE d_in={sae.cfg.d_in} differs from the model width {lm.config.hidden_size}")
     directions = decoder_directions(sae)
@@ -92,4 +95,6 @@ def sae_logit_lens(lm, sae, k: int = 10, features=None) -> LogitLens:
                             f"features (0..{sae.cfg.d_sae - 1})")
         directions = directions[features]
     w_u, g = unembedding(lm)
+    if lm.tokenizer is not None:
+        w_u = w_u[:, :min(w_u.shape[1], len(lm.tokenizer))]
     return logit_lens(directions, w_u, g, k=k)

@@ -44,13 +44,16 @@ def test_sae_logit_lens_uses_tied_embeddings_norm_and_act_scale(tiny_lm, tiny_sa
     assert tiny_lm.config.tie_word_embeddings
     sae = tiny_sae.replace(act_scale=jnp.asarray(2.0, jnp.float32))
     lens = sae_logit_lens(tiny_lm, sae, k=5, features=[3, 0])
-    emb = np.asarray(tiny_lm.params["model"]["embed_tokens"]["embedding"])             # [V, D]
+    n_tokens = len(tiny_lm.tokenizer)                     # 259 real tokens; the embedding has 272 rows
+    assert n_tokens < tiny_lm.config.vocab_size
+    emb = np.asarray(tiny_lm.params["model"]["embed_tokens"]["embedding"])[:n_tokens]   # [V, D]
     g = np.asarray(tiny_lm.params["model"]["norm"]["weight"])
     rows = np.asarray(sae.W_dec)[[3, 0]] / 2.0
     scores, top, bottom = numpy_lens(rows, emb.T, g, 5)
     np.testing.assert_array_equal(lens.top_ids, top)
     np.testing.assert_array_equal(lens.bottom_ids, bottom)
     np.testing.assert_allclose(lens.top_values, np.take_along_axis(scores, top, 1), rtol=1e-4, atol=1e-6)
+    assert lens.top_ids.max() < n_tokens and lens.bottom_ids.max() < n_tokens
 
 
 def test_untied_models_use_lm_head():
