@@ -18,11 +18,27 @@ def _variant(name: str) -> str:
     return name.split("__", 1)[1] if "__" in name else ""
 
 
-def load_hook_saes(sources: Sequence[str], hooks: Sequence[str] | None = None, variant: str | None = None,
-                   num_layers: int | None = None) -> dict[str, object]:
+def canonical_hook(name: str) -> str:
+    """The canonical name of a hook name or SAELens alias (``blocks.2.hook_mlp_out`` -> ``layers.2.mlp``)."""
+    from qwen_sae_jax.hooks import parse
+
+    layer, site = parse(name)
+    return f"layers.{layer}" + (f".{site}" if site else "")
+
+
+def _matches(hook: str, pattern: str) -> bool:
+    """Whether canonical ``hook`` matches a name, alias or glob over either."""
+    from qwen_sae_jax.hooks import alias_of
+
+    if not any(ch in pattern for ch in "*?["):
+        return hook == canonical_hook(pattern)
+    return fnmatch.fnmatchcase(hook, pattern) or fnmatch.fnmatchcase(alias_of(hook), pattern)
+
+
+def load_hook_saes(sources: Sequence[str], hooks: Sequence[str] | None = None,
+                   variant: str | None = None) -> dict[str, object]:
     """``{canonical hook: SAE}`` for the SAEs at ``sources`` restricted to ``hooks`` (names, aliases or globs;
-    None = all). ``num_layers`` (the model's) resolves aliases and checks the SAEs' hooks exist."""
-    from qwen_sae_jax import hooks as hook_names
+    None = all), in the order of ``hooks``."""
     from qwen_sae_jax.interop import load_saes
 
     if not sources:
@@ -30,12 +46,9 @@ def load_hook_saes(sources: Sequence[str], hooks: Sequence[str] | None = None, v
     found: dict[str, list[tuple[str, object]]] = {}
     for source in sources:
         for name, sae in load_saes(source).items():
-            hook = sae.cfg.hook_name
-            if not hook:
+            if not sae.cfg.hook_name:
                 raise UserError(f"the SAE {name!r} at {source} does not say which hook it reads (cfg.hook_name)")
-            if num_layers is not None:
-                hook = hook_names.resolve_hooks([hook], num_layers)[0]
-            found.setdefault(hook, []).append((name, sae))
+            found.setdefault(canonical_hook(sae.cfg.hook_name), []).append((name, sae))
     if variant is not None:
         found = {h: [(n, s) for n, s in items if _variant(n) == variant] for h, items in found.items()}
         found = {h: items for h, items in found.items() if items}
@@ -47,10 +60,7 @@ def load_hook_saes(sources: Sequence[str], hooks: Sequence[str] | None = None, v
     else:
         chosen = []
         for pattern in hooks:
-            canonical = [pattern]
-            if num_layers is not None and not any(ch in pattern for ch in "*?["):
-                canonical = hook_names.resolve_hooks([pattern], num_layers)
-            hits = [h for h in available if any(fnmatch.fnmatchcase(h, c) for c in canonical)]
+            hits = [h for h in available if _matches(h, pattern)]
             if not hits:
                 raise UserError(f"no SAE for hook {pattern!r}{did_you_mean(pattern, available)}; hooks with an SAE: "
                                 f"{', '.join(available)}")
@@ -68,18 +78,36 @@ def load_hook_saes(sources: Sequence[str], hooks: Sequence[str] | None = None, v
 def read_texts(path: str, column: str = "text") -> list[str]:
     """Texts from ``path``: a ``.jsonl`` file (the ``column`` field of each object, or plain JSON strings) or
     a plain text file (one text per non-empty line). A leading ``tiny:`` is a path inside the embedded
-    model's folder. Raises UserError when the file is missing or holds no text."""
-    from qwen_sae_jax.data.text import TextSourceConfig, open_documents
+    model's folder. Raises UserError when the file is missing, malformed or holds no text."""
+    import json
 
-    if not path.startswith("tiny:") and not os.path.isfile(path):
+    from qwen_sae_jax.lm import TINY_DIR
+
+    file = os.path.join(TINY_DIR, path[len("tiny:"):]) if path.startswith("tiny:") else path
+    if not os.path.isfile(file):
         raise UserError(f"text file {path!r} does not exist")
-    if not path.startswith("tiny:") and os.path.getsize(path) == 0:
-        raise UserError(f"text file {path!r} is empty: it needs one text per line (or a JSON object per line)")
-    try:
-        docs = open_documents(TextSourceConfig(files=[path], text_column=column, text_unit="line"))
-    except UserError as err:
-        raise UserError(f"cannot read texts from {path!r}: {err}") from None
-    texts = [d for d in docs if isinstance(d, str) and d.strip()]
+    texts = []
+    with open(file, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if not file.endswith(".jsonl"):
+                texts.append(line.rstrip("\n"))
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            if isinstance(row, dict):
+                if column not in row:
+                    raise UserError(f"{path}:{number}: no field {column!r}{did_you_mean(column, list(row))}; "
+                                    f"fields: {', '.join(map(str, row))}")
+                row = row[column]
+            if not isinstance(row, str):
+                raise UserError(f"{path}:{number}: the text must be a string, got {type(row).__name__}")
+            if row.strip():
+                texts.append(row)
     if not texts:
-        raise UserError(f"text file {path!r} holds no non-empty text")
+        what = "is empty" if os.path.getsize(file) == 0 else "holds no non-empty text"
+        raise UserError(f"text file {path!r} {what}: it needs one text per line (or a JSON object per line)")
     return texts
