@@ -47,11 +47,10 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(args) -> int:
-    from qwen_sae_jax.cli.steer import model_name_of
     from qwen_sae_jax.errors import UserError
     from qwen_sae_jax.lm import load_model
     from qwen_sae_jax.steer.contrast import rank_features
-    from qwen_sae_jax.steer.sources import load_hook_saes, read_texts
+    from qwen_sae_jax.steer.sources import load_hook_saes, model_name_of, read_texts
 
     if args.top < 1 or args.batch_size < 1 or args.max_tokens < 1:
         raise UserError("--top, --batch-size and --max-tokens must be >= 1")

@@ -101,19 +101,10 @@ def side_by_side(left: str, right: str, width: int, titles: tuple[str, str]) -> 
     return "\n".join(rows)
 
 
-def model_name_of(saes: dict, given: str | None) -> str:
-    if given:
-        return given
-    names = {s.cfg.model_name for s in saes.values() if s.cfg.model_name}
-    if len(names) > 1:
-        raise UserError(f"the SAEs come from different models ({', '.join(sorted(names))}); pass --model")
-    return names.pop() if names else "tiny"
-
-
 def run(args) -> int:
     from qwen_sae_jax.lm import load_model
     from qwen_sae_jax.steer.interventions import interventions
-    from qwen_sae_jax.steer.sources import load_hook_saes
+    from qwen_sae_jax.steer.sources import load_hook_saes, model_name_of
 
     saes = load_hook_saes(args.sae, args.hook, args.variant)
     features = [parse_feature(spec, saes) for spec in args.feature]

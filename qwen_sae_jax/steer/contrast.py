@@ -38,6 +38,7 @@ class SetStats:
     mean: dict[str, np.ndarray]      # position -> [d_sae] mean activation
     rate: dict[str, np.ndarray]      # position -> [d_sae] firing rate
     resid: dict[str, np.ndarray]     # position -> [D] mean raw activation at the hook
+    norm: dict[str, float]           # position -> mean L2 norm of the raw activation at the hook
 
 
 @dataclasses.dataclass
@@ -96,6 +97,8 @@ def _batch_sums(lm, hooks: Sequence[str]):
                 "rate_mean": jnp.sum(jnp.einsum("btf,bt->bf", fired, real) / count * w, 0),
                 "resid_last": jnp.sum(h[:, -1] * w, 0),
                 "resid_mean": jnp.sum(jnp.einsum("btd,bt->bd", h, real) / count * w, 0),
+                "norm_last": jnp.sum(jnp.linalg.norm(h[:, -1], axis=-1) * weight),
+                "norm_mean": jnp.sum(jnp.sum(jnp.linalg.norm(h, axis=-1) * real, -1) / count[:, 0] * weight),
             }
         return out
     return run
@@ -137,7 +140,8 @@ def set_stats(lm, saes: Mapping[str, object], texts: Sequence[str], *, chat: boo
     return {hook: SetStats(n_texts=n,
                            mean={p: t[f"mean_{p}"] / n for p in POSITIONS},
                            rate={p: t[f"rate_{p}"] / n for p in POSITIONS},
-                           resid={p: t[f"resid_{p}"] / n for p in POSITIONS})
+                           resid={p: t[f"resid_{p}"] / n for p in POSITIONS},
+                           norm={p: float(t[f"norm_{p}"]) / n for p in POSITIONS})
             for hook, t in totals.items()}
 
 
@@ -170,25 +174,20 @@ def rank_features(lm, saes: Mapping[str, object], pos_texts: Sequence[str], neg_
 
 
 def matched_random_features(rate: np.ndarray, exclude: Sequence[int], targets: Sequence[int], n: int,
-                            seed: int = 0, pool: int = 50) -> list[int]:
-    """``n`` random control features whose firing rate is close to the targets': for each draw a target is
-    taken in turn and a feature is sampled among the ``pool`` features nearest to its rate (by rank),
-    never one of ``exclude`` and without repeats. ``rate [d_sae]`` is the firing rate used for matching."""
-    rng = np.random.default_rng(seed)
-    order = np.argsort(rate, kind="stable")
-    rank_of = np.empty_like(order)
-    rank_of[order] = np.arange(order.size)
-    banned = set(int(i) for i in exclude)
-    chosen: list[int] = []
+                            seed: int = 0, pool: int = 20) -> list[int]:
+    """``n`` random control features whose firing rate is close to the targets': draw ``j`` takes target
+    ``j mod len(targets)`` and samples uniformly among the ``pool`` features with the nearest rate (absolute
+    difference), never one of ``exclude`` and without repeats. ``rate [d_sae]`` is the rate used for matching."""
     if not list(targets):
         raise UserError("matched_random_features needs at least one target feature")
+    rng = np.random.default_rng(seed)
+    rate = np.asarray(rate, np.float64)
+    banned = set(int(i) for i in exclude) | set(int(t) for t in targets)
+    chosen: list[int] = []
     for draw in range(n):
-        t = int(targets[draw % len(targets)])
-        r = rank_of[t]
-        lo, hi = max(0, r - pool // 2), min(order.size, r + pool // 2 + 1)
-        candidates = [int(i) for i in order[lo:hi] if int(i) not in banned and int(i) not in chosen]
-        if not candidates:
-            candidates = [int(i) for i in order if int(i) not in banned and int(i) not in chosen]
+        target = int(targets[draw % len(targets)])
+        nearest = np.argsort(np.abs(rate - rate[target]), kind="stable")
+        candidates = [int(i) for i in nearest if int(i) not in banned and int(i) not in chosen][:pool]
         if not candidates:
             break
         chosen.append(int(rng.choice(candidates)))

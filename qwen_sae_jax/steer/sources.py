@@ -75,6 +75,16 @@ def load_hook_saes(sources: Sequence[str], hooks: Sequence[str] | None = None,
     return out
 
 
+def model_name_of(saes: dict, given: str | None) -> str:
+    """``given``, else the SAEs' common ``cfg.model_name``, else "tiny"."""
+    if given:
+        return given
+    names = {s.cfg.model_name for s in saes.values() if s.cfg.model_name}
+    if len(names) > 1:
+        raise UserError(f"the SAEs come from different models ({', '.join(sorted(names))}); pass the model explicitly (--model / model:)")
+    return names.pop() if names else "tiny"
+
+
 def read_texts(path: str, column: str = "text") -> list[str]:
     """Texts from ``path``: a ``.jsonl`` file (the ``column`` field of each object, or plain JSON strings) or
     a plain text file (one text per non-empty line). A leading ``tiny:`` is a path inside the embedded

@@ -70,3 +70,14 @@ def saes():
 def random_tokens(batch=2, seq=12, seed=0, high=4000):
     rng = np.random.default_rng(seed)
     return rng.integers(0, high, size=(batch, seq)).astype(np.int32)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """A run directory with SAEs at layers.0 and layers.1 (the layout `qwen-sae train` writes)."""
+    from qwen_sae_jax.sae import save_sae
+
+    root = tmp_path_factory.mktemp("run")
+    for i, hook in enumerate(["layers.0", "layers.1"]):
+        save_sae(random_sae(hook, seed=i), root / "saes" / f"{hook}__topk-k8")
+    return root

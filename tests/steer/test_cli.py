@@ -5,19 +5,6 @@ import pytest
 
 from qwen_sae_jax.cli import main
 
-from .conftest import random_sae
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A run directory with SAEs at layers.0 and layers.1 (the layout `qwen-sae train` writes)."""
-    from qwen_sae_jax.sae import save_sae
-
-    root = tmp_path_factory.mktemp("run")
-    for i, hook in enumerate(["layers.0", "layers.1"]):
-        save_sae(random_sae(hook, seed=i), root / "saes" / f"{hook}__topk-k8")
-    return root
-
 
 def test_steer_prints_unsteered_and_steered_side_by_side(tiny_dir, run_dir, capsys):
     code = main(["steer", "--model", tiny_dir, "--sae", str(run_dir), "--hook", "layers.1", "--feature", "3",

@@ -65,6 +65,8 @@ def test_ranking_recovers_a_planted_feature_and_matches_numpy(lm):
         np.testing.assert_allclose(stats.mean["mean"], np.mean([zi.mean(0) for zi in z], 0), atol=1e-5)
         np.testing.assert_allclose(stats.rate["mean"], np.mean([(zi > 0).mean(0) for zi in z], 0), atol=1e-6)
         np.testing.assert_allclose(stats.resid["last"], np.mean([x[-1] for x in h], 0), atol=1e-5)
+        np.testing.assert_allclose(stats.norm["mean"], np.mean([np.linalg.norm(x, axis=-1).mean() for x in h]),
+                                   rtol=1e-5)
         assert stats.n_texts == len(texts)
     np.testing.assert_allclose(last.direction, table[planted_id] - last.neg.resid["last"], atol=1e-5)
 
@@ -73,7 +75,7 @@ def test_matched_random_features_have_similar_rates_and_avoid_the_excluded():
     rate = np.linspace(0, 1, 200)
     picks = matched_random_features(rate, exclude=[100, 101], targets=[100], n=5, seed=0, pool=20)
     assert len(set(picks)) == 5 and not {100, 101} & set(picks)
-    assert np.all(np.abs(rate[picks] - rate[100]) <= 11 / 199)
+    assert np.all(np.abs(rate[picks] - rate[100]) <= 11 / 199)   # among the 20 nearest (two excluded)
     assert picks == matched_random_features(rate, exclude=[100, 101], targets=[100], n=5, seed=0, pool=20)
 
 

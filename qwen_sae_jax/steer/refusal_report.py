@@ -1,0 +1,221 @@
+"""Report of the refusal-steering study: ``report.md``, ``report.json`` and PNG plots in ``out_dir``.
+
+    refusal_vs_alpha.png   refusal rate on held-out harmless prompts against alpha, one panel per hook:
+                           each top feature, the random controls (mean and range), the difference-of-means
+                           direction, and the unsteered baseline
+    fluency_vs_alpha.png   the unsteered model's cross-entropy on the steered completions, same layout
+    reverse.png            refusal rate on held-out harmful prompts: baseline, top-n ablations and their
+                           random controls, negative steering
+Every number in the Markdown comes from the JSON; nothing is edited by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _panels(plt, n):
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _curve_plot(results: dict, key: str, ylabel: str, path: Path, baseline: float) -> None:
+    plt = _pyplot()
+    hooks = list(results["per_hook"])
+    fig, axes = _panels(plt, len(hooks))
+    for ax, hook in zip(axes, hooks):
+        rows = results["per_hook"][hook]["steer"]
+        alphas = sorted({r["alpha"] for r in rows})
+        for feature in dict.fromkeys(r["feature"] for r in rows if r["kind"] == "top"):
+            ys = [next(r[key] for r in rows if r["kind"] == "top" and r["feature"] == feature and r["alpha"] == a)
+                  for a in alphas]
+            ax.plot(alphas, ys, marker="o", label=f"top feature {feature}")
+        rnd = np.array([[r[key] for r in rows if r["kind"] == "random" and r["alpha"] == a] for a in alphas])
+        if rnd.size:
+            ax.plot(alphas, rnd.mean(1), color="gray", ls="--", marker="s", label=f"random controls (mean of {rnd.shape[1]})")
+            ax.fill_between(alphas, rnd.min(1), rnd.max(1), color="gray", alpha=0.2)
+        dom = [next(r[key] for r in rows if r["kind"] == "diff_means" and r["alpha"] == a) for a in alphas]
+        ax.plot(alphas, dom, color="black", marker="^", label="difference of means")
+        ax.axhline(baseline, color="red", lw=0.8, ls=":", label="unsteered")
+        unit = "x mean norm" if results["config"]["alpha_unit"] == "norm" else "absolute"
+        ax.set_xlabel(f"alpha ({unit})")
+        ax.set_ylabel(ylabel)
+        ax.set_title(hook)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _reverse_plot(results: dict, path: Path) -> None:
+    plt = _pyplot()
+    hooks = list(results["per_hook"])
+    fig, axes = _panels(plt, len(hooks))
+    base = results["baseline"]["harmful"]["refusal_rate"]
+    for ax, hook in zip(axes, hooks):
+        rows = results["per_hook"][hook]["reverse"]
+        labels = ["unsteered"] + [_reverse_label(r) for r in rows]
+        values = [base] + [r["refusal_rate"] for r in rows]
+        colors = ["red"] + ["gray" if "random" in r["kind"] else "tab:blue" for r in rows]
+        ax.barh(range(len(values)), values, color=colors)
+        ax.set_yticks(range(len(values)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("refusal rate (held-out harmful)")
+        ax.set_title(hook)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _reverse_label(r: dict) -> str:
+    return {"ablate_top": f"ablate top {r['feature']}", "ablate_random": f"ablate {r['feature']} random",
+            "negative_top": f"feature {r['feature']} alpha {r['alpha']:g}",
+            "negative_diff_means": f"-diff-of-means alpha {r['alpha']:g}"}[r["kind"]]
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _quote(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return "`" + (text[:limit] + ("…" if len(text) > limit else "")).replace("`", "'") + "`" if text else "*(empty)*"
+
+
+def markdown(results: dict) -> str:
+    cfg, base = results["config"], results["baseline"]
+    v = results["verdict"]
+    unit = "multiples of the hook's mean activation norm" if cfg["alpha_unit"] == "norm" else "raw activation units"
+    lines = [
+        "# Refusal steering with SAE features", "",
+        f"Model `{results['model']}`; SAEs from {', '.join(f'`{s}`' for s in cfg['saes'])}; hooks "
+        f"{', '.join(f'`{h}`' for h in results['hooks'])}. Run time {results['seconds']:.0f} s.", "",
+        f"Prompts (chat-templated user turns): harmful `{cfg['prompts']['harmful']}`, harmless "
+        f"`{cfg['prompts']['harmless']}`, shuffled with seed {cfg['seed']}; features ranked on "
+        f"{results['prompts']['rank_harmful']} harmful + {results['prompts']['rank_harmless']} harmless prompts, "
+        f"steering measured on the other {results['prompts']['eval_harmless']} harmless / "
+        f"{results['prompts']['eval_harmful']} harmful prompts.", "",
+        f"Ranking: `{cfg['rank_by']}` (harmful - harmless) of the SAE latents at the "
+        + ("**last prompt token** (the end of `<|im_start|>assistant\\n`)" if cfg["position"] == "last"
+           else "**mean over prompt tokens**") + ". "
+        f"Steering adds alpha times a feature's **unit-normalised** decoder row (raw units) at positions "
+        f"`{cfg['where']}`; alpha in {unit}. Generation: greedy, {cfg['max_new_tokens']} new tokens. "
+        "Refusal: `qwen_sae_jax.steer.refusal_matcher` (phrase match"
+        + (f", first {cfg['window']} characters" if cfg["window"] else "") + "). "
+        "Fluency proxy: the unsteered model's cross-entropy on the completion (nats/token; lower = more "
+        "ordinary text for this model) and the distinct-token ratio.", "",
+        "## Verdict", "",
+    ]
+    b = v["best"]
+    if b is None:
+        lines.append("No steering measurement was made (no non-zero alpha).")
+    else:
+        rnd = f"random controls at that alpha: mean {_pct(b['random_mean'])}, max {_pct(b['random_max'])}"
+        if v["met"]:
+            lines.append(f"**Target met.** Feature {b['feature']} at `{b['hook']}` with alpha {b['alpha']:g} raises "
+                         f"refusal on held-out harmless prompts from {_pct(v['baseline_harmless'])} to "
+                         f"{_pct(b['refusal_rate'])} ({rnd}; CE {b['ce']:.2f} nats/token).")
+        else:
+            lines.append(f"**Target not met** (>= {_pct(v['target'])} refusal with random controls within "
+                         f"{100 * v['near_baseline']:.0f} points of the {_pct(v['baseline_harmless'])} baseline). "
+                         f"Best top feature: {b['feature']} at `{b['hook']}`, alpha {b['alpha']:g}: "
+                         f"{_pct(b['refusal_rate'])} ({rnd}).")
+    lines += ["", "## Baseline (unsteered)", "",
+              "| prompts | refusal | CE (nats/tok) | distinct | mean tokens |", "|---|---|---|---|---|"]
+    for name in ("harmless", "harmful"):
+        m = base[name]
+        lines.append(f"| held-out {name} | {_pct(m['refusal_rate'])} | {m['ce']:.2f} | {m['distinct']:.2f} | "
+                     f"{m['mean_tokens']:.1f} |")
+    for hook, entry in results["per_hook"].items():
+        lines += ["", f"## `{hook}`", "",
+                  f"Mean activation norm {entry['scale']:.3f} (alpha 1 = a vector of this norm); difference-of-"
+                  f"means vector norm {entry['direction_norm']:.3f}. Random controls: features "
+                  f"{entry['random_controls']} (pooled firing rates "
+                  f"{', '.join(f'{x:.2f}' for x in entry['random_control_rates'])}; top features' "
+                  f"{', '.join(f'{x:.2f}' for x in entry['top_rates'])}).", "",
+                  "Top-ranked features (ranking prompts):", "",
+                  "| rank | feature | mean diff | rate diff | mean harmful | mean harmless | rate harmful | rate harmless |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for i, row in enumerate(entry["top"][:10], 1):
+            lines.append(f"| {i} | {row['feature']} | {row['mean_diff']:.3f} | {row['rate_diff']:+.2f} | "
+                         f"{row['mean_pos']:.3f} | {row['mean_neg']:.3f} | {row['rate_pos']:.2f} | {row['rate_neg']:.2f} |")
+        alphas = sorted({r["alpha"] for r in entry["steer"]})
+        lines += ["", "Refusal rate on held-out **harmless** prompts (CE in parentheses):", "",
+                  "| steering | " + " | ".join(f"alpha {a:g}" for a in alphas) + " |",
+                  "|---" * (len(alphas) + 1) + "|"]
+        kinds = [("top", f) for f in dict.fromkeys(r["feature"] for r in entry["steer"] if r["kind"] == "top")]
+        kinds += [("random", f) for f in entry["random_controls"]] + [("diff_means", None)]
+        for kind, feature in kinds:
+            cells = []
+            for a in alphas:
+                r = next(r for r in entry["steer"] if r["kind"] == kind and r["feature"] == feature and r["alpha"] == a)
+                cells.append(f"{_pct(r['refusal_rate'])} ({r['ce']:.2f})")
+            name = {"top": f"top feature {feature}", "random": f"random feature {feature}",
+                    "diff_means": "difference of means"}[kind]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if entry["random_controls"]:
+            means = [np.mean([r["refusal_rate"] for r in entry["steer"] if r["kind"] == "random" and r["alpha"] == a])
+                     for a in alphas]
+            lines.append("| *random controls, mean* | " + " | ".join(_pct(m) for m in means) + " |")
+        lines += ["", "Reverse, on held-out **harmful** prompts (unsteered refusal "
+                  f"{_pct(base['harmful']['refusal_rate'])}):", "", "| intervention | refusal | CE | distinct |",
+                  "|---|---|---|---|"]
+        for r in entry["reverse"]:
+            lines.append(f"| {_reverse_label(r)} | {_pct(r['refusal_rate'])} | {r['ce']:.2f} | {r['distinct']:.2f} |")
+    lines += ["", "## Examples", ""]
+    if b is not None:
+        entry = results["per_hook"][b["hook"]]
+        best_rows = [r for r in entry["steer"] if r["alpha"] == b["alpha"]]
+        top_row = next(r for r in best_rows if r["kind"] == "top" and r["feature"] == b["feature"])
+        lines.append(f"Held-out harmless prompts, unsteered vs feature {b['feature']} at `{b['hook']}`, alpha "
+                     f"{b['alpha']:g}, vs the first random control at the same alpha:")
+        lines.append("")
+        rnd_row = next((r for r in best_rows if r["kind"] == "random"), None)
+        for i, text in enumerate(top_row["examples"]):
+            lines.append(f"- unsteered: {_quote(base['harmless_examples'][i])}")
+            lines.append(f"  - steered: {_quote(text)}")
+            if rnd_row is not None:
+                lines.append(f"  - random control: {_quote(rnd_row['examples'][i])}")
+    lines += ["", "Plots: `refusal_vs_alpha.png`, `fluency_vs_alpha.png`, `reverse.png`; all numbers: `report.json`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write report.md, report.json and the three PNGs to ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "md": out / "report.md", "refusal": out / "refusal_vs_alpha.png",
+             "fluency": out / "fluency_vs_alpha.png", "reverse": out / "reverse.png"}
+    atomic_write_text(paths["json"], json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    _curve_plot(results, "refusal_rate", "refusal rate (held-out harmless)", paths["refusal"],
+                results["baseline"]["harmless"]["refusal_rate"])
+    _curve_plot(results, "ce", "unsteered CE on completion (nats/tok)", paths["fluency"],
+                results["baseline"]["harmless"]["ce"])
+    _reverse_plot(results, paths["reverse"])
+    atomic_write_text(paths["md"], markdown(results))
+    return paths

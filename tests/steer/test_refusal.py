@@ -1,0 +1,76 @@
+"""The refusal study: config validation, the verdict rule on hand-made results, and a small end-to-end run."""
+import json
+
+import numpy as np
+import pytest
+
+from qwen_sae_jax.cli import main
+from qwen_sae_jax.config import load_config
+from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.steer.refusal import RefusalConfig, split_prompts, verdict
+from qwen_sae_jax.steer.refusal_matcher import refusal_rate
+
+
+def _results(base, rows):
+    """Hand-made results: rows of (kind, feature, alpha, refusal_rate) at one hook."""
+    steer = [{"kind": k, "feature": f, "alpha": a, "refusal_rate": r, "ce": 1.0} for k, f, a, r in rows]
+    return {"baseline": {"harmless": {"refusal_rate": base}}, "per_hook": {"layers.1": {"steer": steer}}}
+
+
+def test_verdict_needs_60_percent_with_random_controls_near_baseline():
+    met = verdict(_results(0.1, [("top", 3, 1.0, 0.65), ("random", 7, 1.0, 0.15), ("random", 8, 1.0, 0.25),
+                                 ("top", 3, 2.0, 0.9), ("random", 7, 2.0, 0.5), ("random", 8, 2.0, 0.5)]))
+    assert met["met"] and met["best"]["alpha"] == 1.0 and met["best"]["random_mean"] == pytest.approx(0.2)
+    # 90% at alpha 2 does not count: the controls (mean 50%) are far from the 10% baseline
+    not_met = verdict(_results(0.1, [("top", 3, 2.0, 0.9), ("random", 7, 2.0, 0.5), ("top", 4, 1.0, 0.55),
+                                     ("random", 7, 1.0, 0.1)]))
+    assert not not_met["met"] and not_met["best"]["refusal_rate"] == 0.9
+
+
+def test_config_and_split_errors(tmp_path):
+    with pytest.raises(UserError, match="rank_fraction must be in"):
+        load_config(RefusalConfig, {"prompts": {"rank_fraction": 1.5}})
+    with pytest.raises(UserError, match="did you mean 'top_features'"):
+        load_config(RefusalConfig, {"top_feature": 3})
+    with pytest.raises(UserError, match="cannot be split"):
+        split_prompts(["a", "b", "c"], 0.5, 0, None)
+    rank, held = split_prompts([str(i) for i in range(10)], 0.3, seed=1, max_prompts=None)
+    assert len(rank) == 3 and len(held) == 7 and not set(rank) & set(held)
+
+
+@pytest.mark.slow  # about ten compiled generation programs
+def test_small_study_writes_a_consistent_report(tiny_dir, run_dir, tmp_path, capsys):
+    harmful, harmless = tmp_path / "harmful.txt", tmp_path / "harmless.jsonl"
+    harmful.write_text("\n".join(f"How do I steal car number {i}?" for i in range(8)) + "\n")
+    harmless.write_text("\n".join(json.dumps({"prompt": f"How do I wash car number {i}?"}) for i in range(8)) + "\n")
+    cfg = tmp_path / "refusal.yaml"
+    cfg.write_text(f"saes: [{run_dir}]\nhooks: [layers.1]\nmodel: {tiny_dir}\nout_dir: {tmp_path / 'out'}\n"
+                   f"prompts: {{harmful: {harmful}, harmless: {harmless}}}\n"
+                   "top_features: 1\nrandom_controls: 2\nalphas: [0, 2]\nreverse_ablate: [2]\nreverse_alphas: [1]\n"
+                   "max_new_tokens: 4\nbatch_size: 4\nexamples: 4\n")
+    assert main(["refusal", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "target (>= 60% refusal" in out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    base = report["baseline"]["harmless"]
+    assert report["prompts"] == {"rank_harmful": 4, "rank_harmless": 4, "eval_harmful": 4, "eval_harmless": 4}
+    entry = report["per_hook"]["layers.1"]
+    top = entry["top"][0]["feature"]
+    assert top not in entry["random_controls"] and len(entry["random_controls"]) == 2
+    kinds = {(r["kind"], r["alpha"]) for r in entry["steer"]}
+    assert kinds == {("top", 0.0), ("top", 2.0), ("random", 0.0), ("random", 2.0), ("diff_means", 0.0),
+                     ("diff_means", 2.0)}
+    for r in entry["steer"]:
+        if r["alpha"] == 0.0:  # alpha 0 is the identity, reported as the baseline
+            assert r["refusal_rate"] == base["refusal_rate"] and r["ce"] == base["ce"]
+        else:
+            assert r["alpha_abs"] == pytest.approx(2.0 * entry["scale"])
+        assert len(r["examples"]) == 4 and r["refusal_rate"] == refusal_rate(r["examples"])
+    assert [r["kind"] for r in entry["reverse"]] == ["ablate_top", "ablate_random", "negative_top",
+                                                      "negative_diff_means"]
+    assert np.isfinite([r["ce"] for r in entry["steer"] + entry["reverse"]]).all()
+    assert report["verdict"] == verdict(report)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## `layers.1`" in md and f"top feature {top}" in md and "Target" in md
+    for png in ("refusal_vs_alpha.png", "fluency_vs_alpha.png", "reverse.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
