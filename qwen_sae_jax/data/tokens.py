@@ -70,7 +70,7 @@ def make_tokenize(tokenizer: Any, cfg: DataConfig) -> Callable[[Any], np.ndarray
             if not isinstance(doc, str):
                 raise UserError(f"a document is a {type(doc).__name__}, not text (chat messages need data.chat=true)")
             text = doc
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]   # packing cuts long docs
         if cfg.add_eos:
             ids = list(ids) + [eos]
         return np.asarray(ids, dtype=np.int32)
