@@ -162,9 +162,13 @@ def next_token_ce(logits: jax.Array, input_ids: jax.Array) -> jax.Array:
 
 def kl_divergence(clean_logits: jax.Array, new_logits: jax.Array) -> jax.Array:
     """Per-position ``KL(softmax(clean) || softmax(new))`` [..., V] -> [...] (float32), as SAELens' _kl."""
-    logp = jax.nn.log_softmax(clean_logits.astype(jnp.float32), axis=-1)
+    return kl_from_log_probs(jax.nn.log_softmax(clean_logits.astype(jnp.float32), axis=-1), new_logits)
+
+
+def kl_from_log_probs(clean_log_probs: jax.Array, new_logits: jax.Array) -> jax.Array:
+    """`kl_divergence` with the clean side already as log-probabilities (computed once, reused)."""
     logq = jax.nn.log_softmax(new_logits.astype(jnp.float32), axis=-1)
-    return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
+    return jnp.sum(jnp.exp(clean_log_probs) * (clean_log_probs - logq), axis=-1)
 
 
 def ce_loss_recovered(ce_clean: float, ce_spliced: float, ce_ablated: float) -> float:

@@ -17,7 +17,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from qwen_sae_jax.eval.metrics import kl_divergence, next_token_ce
+from qwen_sae_jax.eval.metrics import kl_from_log_probs, next_token_ce
 
 
 def token_mask(input_ids: jax.Array, attention_mask: jax.Array, special_ids: jax.Array | None,
@@ -70,12 +70,13 @@ def unit_sums(lm, params, saes: Mapping[str, object], means: Mapping[str, jax.Ar
     and mean-ablated, and KL(clean || spliced / zero-ablated), over the counted positions. Traceable; the
     three forwards are one `lax.map` over the variant."""
     valid = loss_mask(mask, attention_mask).astype(jnp.float32)           # [B, T-1]
+    clean_log_probs = jax.nn.log_softmax(clean_logits[:, :-1].astype(jnp.float32), axis=-1)
 
     def one_variant(mode):
         interventions = {h: replacement_intervention(sae, means[h], mask, mode) for h, sae in saes.items()}
         logits, _ = lm.apply(params, input_ids, attention_mask, interventions=interventions)
         ce = jnp.sum(next_token_ce(logits, input_ids) * valid)
-        kl = jnp.sum(kl_divergence(clean_logits[:, :-1], logits[:, :-1]) * valid)
+        kl = jnp.sum(kl_from_log_probs(clean_log_probs, logits[:, :-1]) * valid)
         return ce, kl
 
     ce, kl = jax.lax.map(one_variant, jnp.arange(len(MODES), dtype=jnp.int32))
