@@ -74,3 +74,13 @@ def test_small_study_writes_a_consistent_report(tiny_dir, run_dir, tmp_path, cap
     assert "## `layers.1`" in md and f"top feature {top}" in md and "Target" in md
     for png in ("refusal_vs_alpha.png", "fluency_vs_alpha.png", "reverse.png"):
         assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shipped_refusal_configs_load():
+    from pathlib import Path
+
+    paths = sorted(Path(__file__).parents[2].joinpath("configs").glob("refusal*.yaml"))
+    assert paths
+    for path in paths:
+        cfg = load_config(RefusalConfig, path)
+        assert cfg.saes and cfg.alphas[0] == 0.0
