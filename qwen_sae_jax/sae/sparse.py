@@ -14,9 +14,9 @@ backward can work on ``[B, k]`` (values, indices) pairs instead of a dense ``[B,
   rows, then one transpose), ``db_dec = -W_enc @ db_enc``, ``dx = sum_s g' W_enc[:, idx]`` with
   ``g' = g * (acts > 0)``. ``dx`` is dead code (removed by XLA) unless the caller differentiates w.r.t. x.
 
-Both scatter-adds and gathers are done in batch chunks inside a ``lax.scan`` so that the ``[B, k, d_in]``
-intermediate (1 GB at B=4096, k=64, d_in=1024) never exists; each chunk's ``[chunk, k, d_in]`` block is
-the only temporary. The chunk size targets ``_CHUNK_ELEMENTS`` floats.
+The ``[B, k, d_in]`` intermediate (1 GB at B=4096, k=64, d_in=1024) never exists: the weighted gathers
+loop over the k slots, the scatter-adds and row-wise dot products run over batch chunks in a ``lax.scan``
+whose ``[chunk, k, d_in]`` block (about ``_CHUNK_ELEMENTS`` floats) is the only temporary.
 
 Why there is no Pallas version of the decoder (see docs/sae.md): the forward is a gather-reduce that
 reads each selected row once (``B*k*d_in`` loads, memory bound, no reuse to exploit), which XLA's fused
@@ -56,21 +56,18 @@ def _chunked(array: jax.Array, chunk: int) -> jax.Array:
 def gather_rows_weighted(weights: jax.Array, idx: jax.Array, table: jax.Array) -> jax.Array:
     """``out[b] = sum_s weights[b, s] * table[idx[b, s]]``: weights/idx [B, k], table [N, D] -> [B, D].
 
-    Accumulates in float32 and returns ``table.dtype``.
+    A loop over the k slots, each step gathering one row per token and accumulating into [B, D]: XLA fuses
+    gather + multiply-add into one parallel loop per step, so no [B, k, D] block is ever formed (on CPU
+    this measured about 2x faster than chunked gather + batched dot). Accumulates in float32.
     """
     batch, k = idx.shape
-    chunk = _batch_chunk(batch, k, table.shape[1])
 
-    def one_chunk(carry, inputs):
-        w, i = inputs  # [chunk, k]
-        rows = jnp.take(table, i, axis=0)  # [chunk, k, D]
-        out = jnp.einsum("ck,ckd->cd", w.astype(jnp.float32), rows.astype(jnp.float32))
-        return carry, out.astype(table.dtype)
+    def one_slot(s, acc):
+        rows = jnp.take(table, idx[:, s], axis=0)  # [B, D]
+        return acc + weights[:, s, None].astype(jnp.float32) * rows.astype(jnp.float32)
 
-    if chunk == batch:
-        return one_chunk(None, (weights, idx))[1]
-    _, out = lax.scan(one_chunk, None, (_chunked(weights, chunk), _chunked(idx, chunk)))
-    return out.reshape(batch, table.shape[1])
+    out = lax.fori_loop(0, k, one_slot, jnp.zeros((batch, table.shape[1]), jnp.float32), unroll=min(k, 4))
+    return out.astype(table.dtype)
 
 
 def scatter_add_outer(weights: jax.Array, idx: jax.Array, vectors: jax.Array, num_rows: int) -> jax.Array:
