@@ -3,6 +3,7 @@ from pathlib import Path
 
 import jax
 import pytest
+import yaml
 
 from qwen_sae_jax.config import load_config
 from qwen_sae_jax.models.qwen3.config import Qwen3Config
@@ -11,7 +12,8 @@ from qwen_sae_jax.train.config import TrainConfig
 from qwen_sae_jax.train.plan import make_plan
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# training configs (other configs/ files, e.g. the steering study's, have no `saes` key)
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if "saes" in (yaml.safe_load(p.read_text()) or {}))
 
 
 def _model_config(name: str) -> Qwen3Config:
