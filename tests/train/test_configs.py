@@ -12,8 +12,8 @@ from qwen_sae_jax.train.config import TrainConfig
 from qwen_sae_jax.train.plan import make_plan
 
 REPO = Path(__file__).resolve().parents[2]
-# training configs (other configs/ files, e.g. the steering study's, have no `saes` key)
-CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if "saes" in (yaml.safe_load(p.read_text()) or {}))
+# training configs (other configs/ files, e.g. the steering study's, have no `train` section)
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if "train" in (yaml.safe_load(p.read_text()) or {}))
 
 
 def _model_config(name: str) -> Qwen3Config:
