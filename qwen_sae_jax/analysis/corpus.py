@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -73,9 +73,10 @@ def _stack(rows: list[list[int]], doc_index: list[int], doc_offset: list[int], c
     return TokenWindows(ids, mask, np.asarray(doc_index, np.int32), np.asarray(doc_offset, np.int32), truncated)
 
 
-def corpus_windows(tokenizer, docs: Sequence[str], ctx_len: int, max_tokens: int, pad_id: int,
+def corpus_windows(tokenizer, docs: Iterable[str], ctx_len: int, max_tokens: int, pad_id: int,
                    min_window: int = 2) -> TokenWindows:
-    """Windows of up to ``ctx_len`` tokens cut from ``docs`` in order until ``max_tokens`` tokens are read.
+    """Windows of up to ``ctx_len`` tokens cut from ``docs`` in order until ``max_tokens`` tokens are read
+    (``docs`` may be any iterable; it is read only as far as needed).
 
     Trailing pieces shorter than ``min_window`` tokens are dropped (nothing to read in them)."""
     tokenizer = _require_tokenizer(tokenizer)
@@ -95,7 +96,7 @@ def corpus_windows(tokenizer, docs: Sequence[str], ctx_len: int, max_tokens: int
             if total >= max_tokens:
                 return _stack(rows, index, offset, ctx_len, pad_id)
     if not rows:
-        raise UserError(f"the corpus ({len(docs)} document(s)) holds no window of >= {min_window} tokens")
+        raise UserError(f"the corpus holds no window of >= {min_window} tokens")
     return _stack(rows, index, offset, ctx_len, pad_id)
 
 

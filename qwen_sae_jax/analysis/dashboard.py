@@ -63,6 +63,8 @@ class DashboardConfig:
     """Features per detail file."""
     exclude_first: bool = True
     """Do not count each window's first token (attention-sink activations)."""
+    seed: int = 0
+    """Documents are read in an order shuffled with this seed (so a token budget samples every file)."""
 
     def __post_init__(self):
         for name in ("max_tokens", "ctx_len", "batch_size", "n_examples", "lens_k", "chunk"):
@@ -148,7 +150,10 @@ def build_dashboard(lm, saes: Mapping[str, object], docs: Sequence[str], out_dir
     slugs = {name: slug(name) for name in saes}
     if len(set(slugs.values())) != len(slugs):
         raise UserError(f"SAE names collide once made file-safe: {sorted(slugs)}")
-    windows = corpus_windows(lm.tokenizer, docs, config.ctx_len, config.max_tokens, lm.pad_token_id)
+    order = np.random.default_rng(config.seed).permutation(len(docs))
+    windows = corpus_windows(lm.tokenizer, (docs[int(i)] for i in order), config.ctx_len, config.max_tokens,
+                             lm.pad_token_id)
+    windows.doc_index = order[windows.doc_index].astype(np.int32)     # examples point at the caller's docs
     data = collect_features(lm, saes, windows, n_examples=config.n_examples, left=config.left, right=config.right,
                             batch_size=config.batch_size, exclude_first=config.exclude_first, progress=progress)
     lenses = {name: sae_logit_lens(lm, sae, k=config.lens_k) for name, sae in saes.items()}

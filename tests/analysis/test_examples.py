@@ -82,7 +82,7 @@ def test_fewer_positions_than_examples():
     """A batch smaller than N still works; empty slots are never reported as examples."""
     z = np.zeros((1, 2, 3), np.float32)
     z[0, 1, 0] = 2.5
-    state = update(init_state(3, n_examples=4, left=1, right=1), z, np.array([[7, 8]]), np.ones((1, 2), bool))
+    state = jax.jit(update)(init_state(3, n_examples=4, left=1, right=1), z, np.array([[7, 8]]), np.ones((1, 2), bool))
     data = FeatureData.from_state(state)
     assert [e["value"] for e in data.examples(0)] == [2.5]
     assert data.examples(0)[0]["tokens"] == [7, 8, -1]
