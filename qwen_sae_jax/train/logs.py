@@ -43,6 +43,16 @@ def flatten(record: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def require_backends(cfg: LogConfig) -> None:
+    """Fail at start-up (not after the first buffer fill) if an enabled logging backend is not installed."""
+    import importlib.util
+    if cfg.wandb and importlib.util.find_spec("wandb") is None:
+        raise UserError("log.wandb=true needs the wandb package (pip install wandb)")
+    if cfg.tensorboard and importlib.util.find_spec("tensorboardX") is None and \
+            importlib.util.find_spec("tensorboard") is None:
+        raise UserError("log.tensorboard=true needs tensorboardX (pip install tensorboardX)")
+
+
 class TrainLogger:
     def __init__(self, run_dir: Path, cfg: LogConfig, total_steps: int, start_step: int, is_main: bool,
                  config_dict: dict, stream=None):

@@ -140,13 +140,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
     from qwen_sae_jax.data.tokens import TokenBatches, special_token_ids
     from qwen_sae_jax.sae import save_sae
     from qwen_sae_jax.train.checkpoint import Checkpoints
-    from qwen_sae_jax.train.logs import TrainLogger
+    from qwen_sae_jax.train.logs import TrainLogger, require_backends
     from qwen_sae_jax.train.mesh import make_mesh
     from qwen_sae_jax.train.optim import lr_schedule
     from qwen_sae_jax.train.plan import make_plan
     from qwen_sae_jax.train.step import METRIC_KEYS, Trainer
     from qwen_sae_jax.train.summary import evaluate, format_table
 
+    require_backends(cfg.log)
     mesh = make_mesh(cfg.mesh)
     n_data, n_model = mesh.shape["data"], mesh.shape["model"]
     pid, nproc = jax.process_index(), jax.process_count()
