@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="text sets (one file each)")
     add_common(parser)
     parser.add_argument("--plot", metavar="PNG", help="write the coverage curves (c_n against n/N) to this PNG")
+    parser.add_argument("--n-texts", type=int, help="use this many texts of each set (a seeded random sample): R "
+                        "grows with N, so compare sets at equal N")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --n-texts sample")
 
 
 def _plot(curves: dict, path: str) -> None:
@@ -44,6 +47,17 @@ def run(args: argparse.Namespace) -> int:
 
     lm, name, sae = load_model_and_sae(args.sae, args.hook, args.model, args.dtype)
     fired = {path: footprints_of(args, lm, sae, path).fired for path in args.files}
+    if args.n_texts is not None:
+        import numpy as np
+
+        from qwen_sae_jax.errors import UserError
+
+        small = {p: f.shape[0] for p, f in fired.items() if f.shape[0] < args.n_texts}
+        if args.n_texts < 1 or small:
+            raise UserError(f"--n-texts {args.n_texts} must be >= 1 and at most the size of every set "
+                            f"(smaller: {', '.join(f'{p} has {n}' for p, n in small.items())})")
+        rng = np.random.default_rng(args.seed)
+        fired = {p: f[np.sort(rng.choice(f.shape[0], args.n_texts, replace=False))] for p, f in fired.items()}
     results = {path: redundancy(f) for path, f in fired.items()}
     print(f"SAE {name} ({sae.cfg.hook_name}, d_sae {sae.cfg.d_sae}) on {lm.name}")
     width = max(len(p) for p in results)

@@ -60,6 +60,15 @@ def test_redundancy_end_to_end(run_dir, text_files, tmp_path, capsys):
     assert result["overlap"][str(text_files / "same.txt")][str(text_files / "en.txt")] == 1.0
     assert plot.stat().st_size > 1000
 
+    code = main(["redundancy", str(text_files / "en.txt"), str(text_files / "same.txt"), "--sae", str(run_dir),
+                 "--hook", "layers.1", "--n-texts", "3", "--json", str(out)])
+    sets = json.loads(out.read_text())["sets"]
+    assert code == 0 and [s["n_texts"] for s in sets.values()] == [3, 3]
+    assert sets[str(text_files / "same.txt")]["curve"] == [1.0] * 3
+    assert main(["redundancy", str(text_files / "en.txt"), "--sae", str(run_dir), "--hook", "layers.1",
+                 "--n-texts", "7"]) == 2
+    assert "has 6" in capsys.readouterr().err
+
 
 def test_bad_input(run_dir, text_files, capsys):
     en, zh = str(text_files / "en.txt"), str(text_files / "zh.jsonl")
