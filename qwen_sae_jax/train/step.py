@@ -69,7 +69,11 @@ class Trainer:
         self.optimizers = []
         for group in plan.groups:
             self.optimizers.append(make_optimizer(cfg.saes[group.variant_index].optim, self.total_steps))
-        self.implementations = [cfg.saes[g.variant_index].implementation for g in plan.groups]
+        # The Pallas TopK kernel is a custom call XLA cannot split over the 'model' axis; with d_sae sharded,
+        # "auto" means the XLA path (whose top-k XLA partitions itself).
+        self.implementations = [
+            "xla" if (mesh.shape["model"] > 1 and cfg.saes[g.variant_index].implementation == "auto")
+            else cfg.saes[g.variant_index].implementation for g in plan.groups]
         self._step = None
 
     # ------------------------------------------------------------------ state
