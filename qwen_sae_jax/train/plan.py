@@ -1,8 +1,8 @@
 """The training plan: which SAEs a `TrainConfig` trains on which model, checked without running anything.
 
 SAEs of one variant form a *group*: they share an `SAEConfig` (up to ``hook_name``), so their parameters
-are stacked on a leading axis and updated by one ``lax.scan`` inside the compiled step (one compiled body per
-variant however many hooks; the scan keeps one SAE's temporaries alive at a time).
+are stacked on a leading axis and updated by one loop inside the compiled step (one compiled body per
+variant however many hooks; the loop keeps one SAE's temporaries alive at a time).
 
 `make_plan` needs only the model's layer count and width, so configs for full-size models are validated
 from their ``config.json`` alone (``tests/train/test_configs.py``).

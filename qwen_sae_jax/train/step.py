@@ -6,7 +6,8 @@ State per group (leading axis n = the group's hooks):
     opt_state           the variant's optax state, stacked the same way
     tokens_since_fired  [n, d_sae] int32 dead-latent counters
 
-One step (inside one ``jax.jit``), for each group, ``lax.scan`` over its hooks:
+One step (inside one ``jax.jit``), for each group, a loop over its hooks (``fori_loop`` whose carry is the
+stacked state, updated in place; no loop for a single hook):
 
     dead = tokens_since_fired >= dead_tokens_threshold
     (loss, terms), grads = value_and_grad(sae_loss)(sae, x, dead_mask=dead)   # AuxK / pre-act loss use dead
@@ -106,8 +107,7 @@ class Trainer:
         implementation = self.implementations[gi]
         cfg = group.cfg
 
-        def one(_, item):
-            sae, opt_state, counter, xb = item
+        def one(sae, opt_state, counter, xb):
             dead = dead_mask(counter, cfg)
 
             def loss_fn(s):
@@ -123,10 +123,27 @@ class Trainer:
                        "sparsity": terms.sparsity, "l0": terms.l0,
                        "dead_fraction": jnp.mean(dead_mask(counter, cfg).astype(jnp.float32)),
                        "n_nonfinite": terms.n_nonfinite}
-            return None, (sae, opt_state, counter, metrics)
+            return (sae, opt_state, counter), metrics
 
-        _, (sae, opt_state, counter, metrics) = lax.scan(
-            one, None, (state.sae, state.opt_state, state.tokens_since_fired, x))
+        stacked = (state.sae, state.opt_state, state.tokens_since_fired)
+        n = len(group.hooks)
+        if n == 1:   # no loop: dropping / restoring the size-1 axis is free (no copy of the parameters)
+            new, metrics = one(*jax.tree.map(lambda a: a[0], stacked), x[0])
+            new, metrics = jax.tree.map(lambda a: a[None], (new, metrics))
+        else:
+            # a loop whose carry is the whole stacked state: SAE i is read, updated and written back in
+            # place, so only one SAE's temporaries are alive and the stack is never copied
+            def body(i, carry):
+                st, acc = carry
+                cur = jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, keepdims=False), st)
+                upd, m = one(*cur, lax.dynamic_index_in_dim(x, i, keepdims=False))
+                st = jax.tree.map(lambda a, u: lax.dynamic_update_index_in_dim(a, u.astype(a.dtype), i, 0), st, upd)
+                acc = {k: acc[k].at[i].set(v) for k, v in m.items()}
+                return st, acc
+
+            acc = {k: jnp.zeros((n,), jnp.int32 if k == "n_nonfinite" else jnp.float32) for k in METRIC_KEYS}
+            new, metrics = lax.fori_loop(0, n, body, (stacked, acc))
+        sae, opt_state, counter = new
         return GroupState(sae=sae, opt_state=opt_state, tokens_since_fired=counter), metrics
 
     def _step_fn(self, state: tuple, ready: jax.Array, cursor: jax.Array):
