@@ -1,6 +1,5 @@
 """launch/colab_demo.ipynb runs top to bottom on CPU (nbclient, a fresh ipykernel) in under 10 minutes."""
 import os
-import sys
 import time
 from pathlib import Path
 
