@@ -35,10 +35,13 @@ def _by_line(rows):
 
 
 def _line_plot(rows, key: str, ylabel: str, title: str, path: Path, plt) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for (site, variant), line in _by_line(rows).items():
         ax.plot([r["layer"] for r in line], [r[key] for r in line], marker="o", label=f"{site} ({variant})")
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -58,15 +61,27 @@ def plot_all(results, out_dir: str | Path) -> dict[str, Path]:
     _line_plot(rows, "fvu", "fraction of variance unexplained", "FVU by layer", paths["fvu"], plt)
     _line_plot(rows, "delta_lm_loss", "CE spliced - CE clean (nats)", "Delta LM loss by layer", paths["delta"], plt)
 
+    # one line per (site, layer) through its variants, coloured by site
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for (site, variant), line in _by_line(rows).items():
-        ax.scatter([r["l0_mean"] for r in line], [r["fvu"] for r in line], label=f"{site} ({variant})")
-        for r in line:
-            ax.annotate(str(r["layer"]), (r["l0_mean"], r["fvu"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+    by_site_layer = defaultdict(list)
+    for row in rows:
+        by_site_layer[(row["site"], row["layer"])].append(row)
+    colours, labelled = {}, set()
+    for (site, layer), pts in sorted(by_site_layer.items(), key=lambda kv: (SITE_ORDER.get(kv[0][0], 9),
+                                                                           kv[0][1] if kv[0][1] is not None else -1)):
+        pts = sorted(pts, key=lambda r: r["l0_mean"])
+        colour = colours.setdefault(site, f"C{len(colours)}")
+        first_of_site = len(colours) > len(labelled) and site not in labelled
+        labelled.add(site)
+        ax.plot([r["l0_mean"] for r in pts], [r["fvu"] for r in pts], marker="o", color=colour,
+                label=site if first_of_site else None)
+        ax.annotate(f"L{layer}", (pts[-1]["l0_mean"], pts[-1]["fvu"]), fontsize=7, xytext=(3, 0),
+                    textcoords="offset points")
+    if all(r["fvu"] > 0 for r in rows):
+        ax.set_yscale("log")
     ax.set_xlabel("L0 (active latents per token)")
     ax.set_ylabel("FVU")
-    ax.set_title("Sparsity / reconstruction trade-off (labels: layer)")
+    ax.set_title("Sparsity / reconstruction trade-off across variants")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -77,12 +92,19 @@ def plot_all(results, out_dir: str | Path) -> dict[str, Path]:
     cols = min(4, len(saes))
     nrows = math.ceil(len(saes) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), squeeze=False)
-    floor = math.log10(LOG_DENSITY_EPS)
-    bins = np.linspace(floor, 0, 41)
+    # the rarest observable frequency is 1 / n_tokens; dead latents (log10 density = log10(1e-10)) are
+    # drawn as a separate red bar one decade below it
+    rarest = math.log10(1.0 / max(results.n_tokens, 1))
+    dead_at = math.floor(rarest) - 1.0
+    bins = np.linspace(math.floor(rarest) - 0.5, 0, 31)
     for ax, s in zip(axes.flat, saes):
-        ax.hist(np.clip(s.log10_density, floor, 0), bins=bins, color="tab:blue")
-        dead = int(np.sum(s.log10_density <= floor + 1e-6))
-        ax.set_title(f"{s.name}\n{dead} dead of {len(s.log10_density)}", fontsize=7)
+        dead_mask = s.log10_density <= math.log10(LOG_DENSITY_EPS) + 1e-6
+        ax.hist(s.log10_density[~dead_mask], bins=bins, color="tab:blue")
+        dead = int(np.sum(dead_mask))
+        if dead:
+            ax.bar([dead_at], [dead], width=0.4, color="tab:red")
+        ax.set_xlim(dead_at - 0.5, 0.1)
+        ax.set_title(f"{s.name}\n{dead} dead (red) of {len(s.log10_density)}", fontsize=7)
         ax.set_xlabel("log10 firing frequency", fontsize=7)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(saes):]:
