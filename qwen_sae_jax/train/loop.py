@@ -103,6 +103,15 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+def _drop_records_after(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in lines))
+    os.replace(tmp, path)
+
+
 def _any_process(flag: bool) -> bool:
     import jax
     if jax.process_count() == 1:
@@ -246,6 +255,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
         step, cursor, shuffles, tokens_seen = meta["step"], meta["cursor"], meta["shuffles"], meta["tokens"]
         if writer is not None:
             writer.truncate(meta["cache_rows"])
+        if is_main:
+            _drop_records_after(run_dir / "metrics.jsonl", step)   # logged after the checkpoint: redone now
     else:
         if is_main:
             (run_dir / "config.yaml").write_text(dump_yaml(cfg))
@@ -312,8 +323,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
     if interrupted:
         logger.message(f"stopped by signal at step {step}; checkpoint saved. Continue with --resume")
         logger.close()
-        if writer is not None:
-            writer.flush()
         return RunResult(run_dir, step, tokens_seen, True, None, stopped_by=stop.signal)
 
     # ---------------------------------------------------------------- final SAEs and table

@@ -95,6 +95,7 @@ def test_sigterm_saves_and_resume_is_exact(make_config):
         for leaf in ("W_enc", "b_enc", "W_dec", "b_dec"):
             np.testing.assert_array_equal(np.asarray(getattr(other, leaf)), np.asarray(getattr(sae, leaf)))
     assert _records(resumed.run_dir)[-1]["saes"] == _records(reference.run_dir)[-1]["saes"]
+    assert [r["step"] for r in _records(resumed.run_dir)] == [r["step"] for r in _records(reference.run_dir)]
 
 
 def test_resume_with_another_config_is_refused(make_config):
