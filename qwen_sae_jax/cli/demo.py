@@ -20,8 +20,8 @@ REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(REPO_CONFIG), help="the training config to run")
-    parser.add_argument("--run-dir", default="runs/demo", help="where the run is written (a previous demo run "
-                        "there is replaced)")
+    parser.add_argument("--run-dir", default=None, help="where the run is written (default: the config's run_dir, "
+                        "runs/tiny, which the eval / steering examples read); a previous run there is replaced")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
 
 
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.config).is_file():
         raise UserError(f"demo config {args.config} not found (run from a source checkout, or pass --config)")
-    cfg = load_train_config(args.config, [*args.overrides, f"run_dir={args.run_dir}"])
+    cfg = load_train_config(args.config, [*args.overrides] + ([f"run_dir={args.run_dir}"] if args.run_dir else []))
     run_dir = Path(cfg.run_dir)
     if run_dir.exists():
         if not (run_dir / "config.yaml").is_file():
