@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from train.tiny_checkpoint import build_checkpoint, corpus
+from tests.train.tiny_checkpoint import build_checkpoint, corpus
 
 HOOK = "layers.1"
 D_SAE = 48

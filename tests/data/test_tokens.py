@@ -6,7 +6,7 @@ import pytest
 
 from qwen_sae_jax.data.tokens import DataConfig, TokenBatches, make_tokenize, special_token_ids
 from qwen_sae_jax.errors import UserError
-from train.tiny_checkpoint import build_tokenizer, corpus
+from tests.train.tiny_checkpoint import build_tokenizer, corpus
 
 
 @pytest.fixture(scope="module")

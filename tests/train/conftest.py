@@ -3,7 +3,7 @@ and a small TrainConfig factory. Compiled programs are shared through a session-
 (each train() run builds fresh jitted functions whose HLO repeats across runs)."""
 import pytest
 
-from train.tiny_checkpoint import build_checkpoint, corpus, write_jsonl
+from tests.train.tiny_checkpoint import build_checkpoint, corpus, write_jsonl
 
 
 @pytest.fixture(scope="session", autouse=True)

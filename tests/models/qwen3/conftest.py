@@ -1,7 +1,7 @@
 """Fixtures for the Qwen3 model tests."""
 import pytest
 
-from hf_reference import build_hf
+from tests.models.qwen3.hf_reference import build_hf
 
 
 @pytest.fixture

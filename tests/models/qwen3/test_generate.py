@@ -12,7 +12,7 @@ PROMPTS = [[5, 17, 99, 3, 42, 7], [11, 2], [64, 65, 66, 67]]
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from hf_reference import build_hf
+    from tests.models.qwen3.hf_reference import build_hf
 
     tmp = tmp_path_factory.mktemp("gen")
     return {kind: build_hf(tmp, name=kind, moe=(kind == "moe"), seed=7) for kind in ("dense", "moe")}

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hf_reference import hf_logits
+from tests.models.qwen3.hf_reference import hf_logits
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.models.qwen3 import Qwen3ForCausalLM, load_hf, save_hf
 from qwen_sae_jax.models.qwen3.safetensors_io import SafetensorsFile, save_file
