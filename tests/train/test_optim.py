@@ -1,0 +1,44 @@
+"""Per-SAE optimizer: LR schedule shapes, clipping, and frozen leaves."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from qwen_sae_jax.sae import SAEConfig, init_sae
+from qwen_sae_jax.train.config import OptimConfig
+from qwen_sae_jax.train.optim import lr_schedule, make_optimizer
+
+
+@pytest.mark.parametrize("decay, decay_steps, at", [
+    ("constant", None, {0: 0.0, 5: 0.5, 10: 1.0, 60: 1.0, 99: 1.0}),
+    ("linear", None, {10: 1.0, 55: 0.5, 100: 0.0}),
+    ("cosine", None, {10: 1.0, 55: 0.5, 100: 0.0}),
+    ("linear", 20, {10: 1.0, 80: 1.0, 90: 0.5, 100: 0.0}),
+])
+def test_schedule(decay, decay_steps, at):
+    fn = lr_schedule(OptimConfig(lr=1.0, warmup_steps=10, decay=decay, decay_steps=decay_steps), total_steps=100)
+    for step, want in at.items():
+        assert float(fn(step)) == pytest.approx(want, abs=1e-6), step
+
+
+def test_final_ratio_and_clipping():
+    fn = lr_schedule(OptimConfig(lr=2.0, warmup_steps=0, decay="cosine", final_lr_ratio=0.1), total_steps=50)
+    assert float(fn(0)) == pytest.approx(2.0) and float(fn(50)) == pytest.approx(0.2)
+    sae = init_sae(SAEConfig(architecture="topk", d_in=4, d_sae=8, k=2), jax.random.key(0))
+    grads = jax.tree.map(lambda a: jnp.full_like(a, 100.0), sae)
+    # b1 = b2 = 0 and eps = 1: the Adam update is lr * g / (|g| + 1), so it shows the clipped gradient
+    for clip, expect in ((1e-3, 1e-3), (None, 0.99)):
+        opt = make_optimizer(OptimConfig(lr=1.0, warmup_steps=0, clip_norm=clip, b1=0.0, b2=0.0, eps=1.0), 10)
+        updates, _ = opt.update(grads, opt.init(sae), sae)
+        biggest = float(jnp.abs(updates.W_enc).max())
+        assert (biggest < expect) if clip else (biggest > expect)
+        # frozen leaves (act_scale, the threshold of a topk SAE) get exactly zero
+        assert float(updates.act_scale) == 0.0 and not np.asarray(updates.threshold).any()
+    jump = init_sae(SAEConfig(architecture="jumprelu", d_in=4, d_sae=8), jax.random.key(0))
+    opt = make_optimizer(OptimConfig(lr=0.1, warmup_steps=0), 10)
+    g = jax.tree.map(jnp.ones_like, jump)
+    updates, _ = opt.update(g, opt.init(jump), jump)
+    assert np.asarray(updates.threshold).all()          # JumpReLU thresholds are trained
+    new = optax.apply_updates(jump, updates)
+    assert float(new.act_scale) == float(jump.act_scale)
