@@ -290,8 +290,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
     with _StopRequest() as stop:
         while step < total:
             if _any_process(stop.signal is not None):
-                save()
-                saved_step = step
+                if saved_step != step:
+                    save()
+                    saved_step = step
                 interrupted = True
                 break
             if cursor == S:
