@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+# indices come from a top-k over the table's rows, so they are always in range: no bounds checks
+_IN_BOUNDS = "promise_in_bounds"
 # each scan step materialises at most about this many floats of [chunk, k, d_in] temporaries
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -63,7 +65,7 @@ def gather_rows_weighted(weights: jax.Array, idx: jax.Array, table: jax.Array) -
     batch, k = idx.shape
 
     def one_slot(s, acc):
-        rows = jnp.take(table, idx[:, s], axis=0)  # [B, D]
+        rows = table.at[idx[:, s]].get(mode=_IN_BOUNDS)  # [B, D]
         return acc + weights[:, s, None].astype(jnp.float32) * rows.astype(jnp.float32)
 
     out = lax.fori_loop(0, k, one_slot, jnp.zeros((batch, table.shape[1]), jnp.float32), unroll=min(k, 4))
@@ -81,7 +83,7 @@ def scatter_add_outer(weights: jax.Array, idx: jax.Array, vectors: jax.Array, nu
     def one_chunk(acc, inputs):
         w, i, v = inputs  # [chunk, k], [chunk, k], [chunk, D]
         updates = w.astype(jnp.float32)[:, :, None] * v.astype(jnp.float32)[:, None, :]  # [chunk, k, D]
-        acc = acc.at[i.reshape(-1)].add(updates.reshape(-1, dim), mode="drop")
+        acc = acc.at[i.reshape(-1)].add(updates.reshape(-1, dim), mode=_IN_BOUNDS)
         return acc, None
 
     acc = jnp.zeros((num_rows, dim), jnp.float32)
@@ -91,7 +93,7 @@ def scatter_add_outer(weights: jax.Array, idx: jax.Array, vectors: jax.Array, nu
     return acc
 
 
-def transpose_materialized(matrix: jax.Array, block: int = 1024) -> jax.Array:
+def transpose_materialized(matrix: jax.Array, block: int = 256) -> jax.Array:
     """``matrix.T`` [N, D] -> [D, N], written out block by block inside a loop.
 
     A plain ``.T`` gets fused by XLA into its consumers (here: Adam's elementwise update), which then read
@@ -113,7 +115,7 @@ def transpose_materialized(matrix: jax.Array, block: int = 1024) -> jax.Array:
 def segment_sum_flat(weights: jax.Array, idx: jax.Array, num_rows: int) -> jax.Array:
     """``out[n] = sum_{b,s: idx[b,s]=n} weights[b, s]`` as float32 [num_rows]."""
     return jnp.zeros((num_rows,), jnp.float32).at[idx.reshape(-1)].add(
-        weights.reshape(-1).astype(jnp.float32), mode="drop"
+        weights.reshape(-1).astype(jnp.float32), mode=_IN_BOUNDS
     )
 
 
@@ -147,7 +149,7 @@ def _rowwise_dots(vectors: jax.Array, idx: jax.Array, table: jax.Array) -> jax.A
 
     def one_chunk(carry, inputs):
         v, i = inputs
-        rows = jnp.take(table, i, axis=0)  # [chunk, k, D]
+        rows = table.at[i].get(mode=_IN_BOUNDS)  # [chunk, k, D]
         return carry, jnp.einsum("cd,ckd->ck", v.astype(jnp.float32), rows.astype(jnp.float32))
 
     if chunk == batch:

@@ -1,6 +1,5 @@
 """Plain dense JAX references for the SAE architectures (dense latents, lax.top_k, autodiff), written
 independently of the package: the tests compare the package's values and gradients against these."""
-import jax
 import jax.numpy as jnp
 from jax import lax
 
