@@ -156,3 +156,17 @@ def test_bad_inputs_raise_clear_errors():
         sae_loss(sae, jnp.ones((4, 8)), dead_mask=jnp.ones(23, bool))
     with pytest.raises(UserError, match="implementation"):
         sae.encode(jnp.ones((4, 8)), implementation="fast")
+
+
+@pytest.mark.parametrize("arch", ["topk", "jumprelu"])
+def test_bfloat16_parameters_train_with_finite_bfloat16_gradients(arch):
+    cfg = SAEConfig(architecture=arch, d_in=8, d_sae=24, k=3 if arch == "topk" else None, dtype="bfloat16")
+    x = _data()
+    sae = init_sae(cfg, jax.random.key(0), x)
+    (loss, terms), grads = jax.jit(jax.value_and_grad(
+        lambda s: sae_loss(s, x, dead_mask=jnp.arange(24) < 6), has_aux=True))(sae)
+    assert loss.dtype == jnp.float32 and bool(jnp.isfinite(loss)) and 0 < float(terms.fvu) < 10
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        g = getattr(grads, name)
+        assert g.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
+    assert sae(x).dtype == jnp.bfloat16
