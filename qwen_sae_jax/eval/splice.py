@@ -55,11 +55,13 @@ MODES = ("spliced", "zero", "mean")
 
 def replacement_intervention(sae, mean: jax.Array, mask: jax.Array, mode: jax.Array):
     """``act -> where(mask, new, act)`` where ``new`` is ``sae(act)`` (mode 0), zeros (mode 1) or the site's
-    mean activation ``mean`` [D] (mode 2); ``mode`` is a traced int32 scalar, so one compiled forward
-    serves all three variants."""
+    mean activation ``mean`` [D] (mode 2). ``mode`` is a traced int32 scalar and the choice a `lax.switch`,
+    so one compiled forward serves all three variants and only the chosen branch runs."""
+    branches = [lambda act: sae(act).astype(act.dtype), jnp.zeros_like,
+                lambda act: jnp.broadcast_to(mean, act.shape).astype(act.dtype)]
+
     def intervention(act):                                   # act [B, T, D]
-        new = jnp.where(mode == 0, sae(act).astype(act.dtype),
-                        jnp.where(mode == 1, jnp.zeros_like(act), jnp.broadcast_to(mean, act.shape).astype(act.dtype)))
+        new = jax.lax.switch(mode, branches, act)
         return jnp.where(mask[..., None], new, act)
     return intervention
 
