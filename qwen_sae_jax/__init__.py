@@ -19,7 +19,7 @@ _PUBLIC = {
     "SAE": "qwen_sae_jax.sae",
     "init_sae": "qwen_sae_jax.sae",
     "save_sae": "qwen_sae_jax.sae",
-    "load_sae": "qwen_sae_jax.sae",
+    "load_sae": "qwen_sae_jax.interop",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
