@@ -92,8 +92,9 @@ class RefusalConfig:
     """Prompts per generation batch."""
     window: int | None = None
     """Refusal matcher: search only the first N characters of a completion; null = all of it."""
-    examples: int = 3
-    """Example completions shown in the report per setting."""
+    examples: int = 4
+    """Example completions shown in the report: the first N held-out harmless prompts the unsteered model
+    does not refuse, under the verdict's best setting and a random control (report.json keeps them all)."""
     seed: int = 0
     """Seed of the prompt split and of the random control features."""
 
@@ -195,8 +196,8 @@ def run_study(cfg: RefusalConfig, log: Callable[[str], None] = print) -> dict:
         "prompts": {"rank_harmful": len(rank_harmful), "rank_harmless": len(rank_harmless),
                     "eval_harmful": len(eval_harmful), "eval_harmless": len(eval_harmless)},
         "baseline": {"harmless": base_harmless.summary(), "harmful": base_harmful.summary(),
-                     "harmless_examples": base_harmless.texts[:cfg.examples],
-                     "harmful_examples": base_harmful.texts[:cfg.examples]},
+                     "harmless_texts": base_harmless.texts, "harmful_texts": base_harmful.texts},
+        "eval_prompts": {"harmless": eval_harmless, "harmful": eval_harmful},
         "per_hook": {},
     }
     for hook, sae in saes.items():
@@ -220,7 +221,7 @@ def run_study(cfg: RefusalConfig, log: Callable[[str], None] = print) -> dict:
 
         def record(kind, feature, alpha, m, target):
             entry[target].append({"kind": kind, "feature": feature, "alpha": alpha, "alpha_abs": alpha * scale,
-                                  **m.summary(), "examples": m.texts[:cfg.examples]})
+                                  **m.summary(), "texts": m.texts})
 
         for alpha in cfg.alphas:
             if alpha == 0.0:   # identity: the baseline
@@ -261,33 +262,38 @@ def run_study(cfg: RefusalConfig, log: Callable[[str], None] = print) -> dict:
     return results
 
 
-NEAR_BASELINE = 0.10   # random controls count as "near baseline" within 10 points of the unsteered rate
+NEAR_BASELINE = 0.10   # random controls count as "near baseline" within +-10 points of the unsteered rate
 TARGET = 0.60
 
 
 def verdict(results: dict) -> dict:
     """Whether some top feature reaches >= 60% refusal on held-out harmless prompts at an alpha where the
-    random controls' mean refusal rate stays within 10 points of the baseline; the best such setting."""
+    random controls' mean refusal rate stays within +-10 points of the baseline (controls that break the
+    text so that it no longer refuses are not "near baseline" either).
+
+    ``best``: among the settings that meet it, the one whose completions the unsteered model finds most
+    ordinary (lowest CE), else the top-feature setting with the highest refusal rate. ``highest``: the
+    highest refusal rate of any top-feature setting, whatever its controls and fluency."""
     base = results["baseline"]["harmless"]["refusal_rate"]
-    best = None
+    settings = []
     for hook, entry in results["per_hook"].items():
         for alpha in sorted({r["alpha"] for r in entry["steer"]} - {0.0}):   # alpha 0 is the baseline
             rows = [r for r in entry["steer"] if r["alpha"] == alpha]
             randoms = [r["refusal_rate"] for r in rows if r["kind"] == "random"]
             random_mean = float(np.mean(randoms)) if randoms else None
             for r in rows:
-                if r["kind"] != "top":
-                    continue
-                cand = {"hook": hook, "feature": r["feature"], "alpha": alpha, "refusal_rate": r["refusal_rate"],
-                        "ce": r["ce"], "random_mean": random_mean,
-                        "random_max": max(randoms) if randoms else None,
-                        "controls_near_baseline": random_mean is not None and random_mean <= base + NEAR_BASELINE}
-                key = (cand["refusal_rate"] >= TARGET and cand["controls_near_baseline"], cand["refusal_rate"])
-                if best is None or key > best[0]:
-                    best = (key, cand)
-    cand = best[1] if best else None
-    met = bool(best and best[0][0])
-    return {"target": TARGET, "near_baseline": NEAR_BASELINE, "baseline_harmless": base, "met": met, "best": cand}
+                if r["kind"] == "top":
+                    near = random_mean is not None and abs(random_mean - base) <= NEAR_BASELINE
+                    settings.append({"hook": hook, "feature": r["feature"], "alpha": alpha,
+                                     "refusal_rate": r["refusal_rate"], "ce": r["ce"], "random_mean": random_mean,
+                                     "random_max": max(randoms) if randoms else None,
+                                     "controls_near_baseline": near,
+                                     "meets": near and r["refusal_rate"] >= TARGET})
+    meeting = [s for s in settings if s["meets"]]
+    highest = max(settings, key=lambda s: s["refusal_rate"], default=None)
+    best = min(meeting, key=lambda s: s["ce"]) if meeting else highest
+    return {"target": TARGET, "near_baseline": NEAR_BASELINE, "baseline_harmless": base, "met": bool(meeting),
+            "settings_meeting": len(meeting), "settings": len(settings), "best": best, "highest": highest}
 
 
 def _plain_config(cfg: RefusalConfig) -> dict:

@@ -137,14 +137,24 @@ def markdown(results: dict) -> str:
     else:
         rnd = f"random controls at that alpha: mean {_pct(b['random_mean'])}, max {_pct(b['random_max'])}"
         if v["met"]:
-            lines.append(f"**Target met.** Feature {b['feature']} at `{b['hook']}` with alpha {b['alpha']:g} raises "
-                         f"refusal on held-out harmless prompts from {_pct(v['baseline_harmless'])} to "
-                         f"{_pct(b['refusal_rate'])} ({rnd}; CE {b['ce']:.2f} nats/token).")
+            lines.append(f"**Target met** in {v['settings_meeting']} of {v['settings']} top-feature settings "
+                         f"(>= {_pct(v['target'])} refusal on held-out harmless prompts with the random controls' "
+                         f"mean within {100 * v['near_baseline']:.0f} points of the {_pct(v['baseline_harmless'])} "
+                         f"baseline). The most fluent of them: feature {b['feature']} at `{b['hook']}`, alpha "
+                         f"{b['alpha']:g}: {_pct(v['baseline_harmless'])} -> {_pct(b['refusal_rate'])} refusal, CE "
+                         f"{b['ce']:.2f} nats/token (unsteered {results['baseline']['harmless']['ce']:.2f}); {rnd}.")
         else:
             lines.append(f"**Target not met** (>= {_pct(v['target'])} refusal with random controls within "
                          f"{100 * v['near_baseline']:.0f} points of the {_pct(v['baseline_harmless'])} baseline). "
                          f"Best top feature: {b['feature']} at `{b['hook']}`, alpha {b['alpha']:g}: "
                          f"{_pct(b['refusal_rate'])} ({rnd}).")
+        h = v["highest"]
+        if h is not None and h is not b and h != b:
+            lines.append("")
+            lines.append(f"Highest refusal of any top feature: {_pct(h['refusal_rate'])} (feature {h['feature']} at "
+                         f"`{h['hook']}`, alpha {h['alpha']:g}, CE {h['ce']:.2f}; random controls mean "
+                         f"{_pct(h['random_mean'])}). At large alphas completions degrade (CE rises, see the "
+                         "examples and `fluency_vs_alpha.png`), and refusal phrases can appear in broken text.")
     lines += ["", "## Baseline (unsteered)", "",
               "| prompts | refusal | CE (nats/tok) | distinct | mean tokens |", "|---|---|---|---|---|"]
     for name in ("harmless", "harmful"):
@@ -188,19 +198,25 @@ def markdown(results: dict) -> str:
         for r in entry["reverse"]:
             lines.append(f"| {_reverse_label(r)} | {_pct(r['refusal_rate'])} | {r['ce']:.2f} | {r['distinct']:.2f} |")
     lines += ["", "## Examples", ""]
-    if b is not None:
+    if b is not None and results["config"]["examples"]:
+        from qwen_sae_jax.steer.refusal_matcher import is_refusal
+
+        window = results["config"]["window"]
         entry = results["per_hook"][b["hook"]]
-        best_rows = [r for r in entry["steer"] if r["alpha"] == b["alpha"]]
-        top_row = next(r for r in best_rows if r["kind"] == "top" and r["feature"] == b["feature"])
-        lines.append(f"Held-out harmless prompts, unsteered vs feature {b['feature']} at `{b['hook']}`, alpha "
-                     f"{b['alpha']:g}, vs the first random control at the same alpha:")
-        lines.append("")
-        rnd_row = next((r for r in best_rows if r["kind"] == "random"), None)
-        for i, text in enumerate(top_row["examples"]):
-            lines.append(f"- unsteered: {_quote(base['harmless_examples'][i])}")
-            lines.append(f"  - steered: {_quote(text)}")
+        rows = [r for r in entry["steer"] if r["alpha"] == b["alpha"]]
+        top_row = next(r for r in rows if r["kind"] == "top" and r["feature"] == b["feature"])
+        rnd_row = next((r for r in rows if r["kind"] == "random"), None)
+        chosen = [i for i, t in enumerate(base["harmless_texts"]) if not is_refusal(t, window)]
+        chosen = chosen[:results["config"]["examples"]]
+        lines += [f"The first {len(chosen)} held-out harmless prompts that the unsteered model does not refuse, "
+                  f"steered with feature {b['feature']} at `{b['hook']}` (alpha {b['alpha']:g}) and with random "
+                  f"feature {rnd_row['feature'] if rnd_row else '-'} at the same alpha:", ""]
+        for i in chosen:
+            lines.append(f"- prompt: {_quote(results['eval_prompts']['harmless'][i])}")
+            lines.append(f"  - unsteered: {_quote(base['harmless_texts'][i])}")
+            lines.append(f"  - feature {b['feature']}: {_quote(top_row['texts'][i])}")
             if rnd_row is not None:
-                lines.append(f"  - random control: {_quote(rnd_row['examples'][i])}")
+                lines.append(f"  - random {rnd_row['feature']}: {_quote(rnd_row['texts'][i])}")
     lines += ["", "Plots: `refusal_vs_alpha.png`, `fluency_vs_alpha.png`, `reverse.png`; all numbers: `report.json`.", ""]
     return "\n".join(lines)
 

@@ -21,10 +21,23 @@ def test_verdict_needs_60_percent_with_random_controls_near_baseline():
     met = verdict(_results(0.1, [("top", 3, 1.0, 0.65), ("random", 7, 1.0, 0.15), ("random", 8, 1.0, 0.25),
                                  ("top", 3, 2.0, 0.9), ("random", 7, 2.0, 0.5), ("random", 8, 2.0, 0.5)]))
     assert met["met"] and met["best"]["alpha"] == 1.0 and met["best"]["random_mean"] == pytest.approx(0.2)
+    assert met["settings_meeting"] == 1 and met["highest"]["refusal_rate"] == 0.9
     # 90% at alpha 2 does not count: the controls (mean 50%) are far from the 10% baseline
     not_met = verdict(_results(0.1, [("top", 3, 2.0, 0.9), ("random", 7, 2.0, 0.5), ("top", 4, 1.0, 0.55),
                                      ("random", 7, 1.0, 0.1)]))
     assert not not_met["met"] and not_met["best"]["refusal_rate"] == 0.9
+    # controls far *below* the baseline (steering that breaks the text) are not "near baseline" either
+    below = verdict(_results(0.3, [("top", 3, 1.0, 1.0), ("random", 7, 1.0, 0.05), ("top", 3, 0.5, 0.7),
+                                   ("random", 7, 0.5, 0.25)]))
+    assert below["met"] and below["best"]["alpha"] == 0.5 and below["best"]["refusal_rate"] == 0.7
+
+
+def test_verdict_best_is_the_most_fluent_setting_that_meets_the_target():
+    results = _results(0.2, [("top", 3, 0.5, 0.7), ("top", 4, 0.5, 0.95), ("random", 7, 0.5, 0.2)])
+    results["per_hook"]["layers.1"]["steer"][0]["ce"] = 0.5     # feature 3: less refusal, more fluent
+    results["per_hook"]["layers.1"]["steer"][1]["ce"] = 3.0
+    v = verdict(results)
+    assert v["settings_meeting"] == 2 and v["best"]["feature"] == 3 and v["highest"]["feature"] == 4
 
 
 def test_config_and_split_errors(tmp_path):
@@ -47,7 +60,7 @@ def test_small_study_writes_a_consistent_report(tiny_dir, run_dir, tmp_path, cap
     cfg.write_text(f"saes: [{run_dir}]\nhooks: [layers.1]\nmodel: {tiny_dir}\nout_dir: {tmp_path / 'out'}\n"
                    f"prompts: {{harmful: {harmful}, harmless: {harmless}}}\n"
                    "top_features: 1\nrandom_controls: 2\nalphas: [0, 2]\nreverse_ablate: [2]\nreverse_alphas: [1]\n"
-                   "max_new_tokens: 4\nbatch_size: 4\nexamples: 4\n")
+                   "max_new_tokens: 4\nbatch_size: 4\nexamples: 2\n")
     assert main(["refusal", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "target (>= 60% refusal" in out
@@ -65,13 +78,15 @@ def test_small_study_writes_a_consistent_report(tiny_dir, run_dir, tmp_path, cap
             assert r["refusal_rate"] == base["refusal_rate"] and r["ce"] == base["ce"]
         else:
             assert r["alpha_abs"] == pytest.approx(2.0 * entry["scale"])
-        assert len(r["examples"]) == 4 and r["refusal_rate"] == refusal_rate(r["examples"])
+        assert len(r["texts"]) == 4 and r["refusal_rate"] == refusal_rate(r["texts"])
     assert [r["kind"] for r in entry["reverse"]] == ["ablate_top", "ablate_random", "negative_top",
                                                       "negative_diff_means"]
     assert np.isfinite([r["ce"] for r in entry["steer"] + entry["reverse"]]).all()
     assert report["verdict"] == verdict(report)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## `layers.1`" in md and f"top feature {top}" in md and "Target" in md
+    assert report["baseline"]["harmless"]["refusal_rate"] == refusal_rate(report["baseline"]["harmless_texts"])
+    assert len(report["eval_prompts"]["harmless"]) == 4
     for png in ("refusal_vs_alpha.png", "fluency_vs_alpha.png", "reverse.png"):
         assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
