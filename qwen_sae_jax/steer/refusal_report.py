@@ -65,7 +65,7 @@ def _curve_plot(results: dict, key: str, ylabel: str, path: Path, baseline: floa
         ax.set_ylabel(ylabel)
         ax.set_title(hook)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
