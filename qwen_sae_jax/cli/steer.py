@@ -91,13 +91,21 @@ def build_steering(saes: dict, features: list[tuple[str, int]], mode: str, alpha
     return out
 
 
+def describe(mode: str, alpha: float | None, raw_direction: bool = False) -> str:
+    if mode == "ablate":
+        return "ablate"
+    if mode == "add":
+        return f"add alpha={alpha:g}" + (" (raw row)" if raw_direction else "")
+    return f"set to {alpha:g}" if mode == "set" else f"scale x{alpha:g}"
+
+
 def side_by_side(left: str, right: str, width: int, titles: tuple[str, str]) -> str:
     col = max(20, (width - 3) // 2)
     wrap = lambda text: [line for para in (text or "(empty)").split("\n")  # noqa: E731
                          for line in (textwrap.wrap(para, col, replace_whitespace=False) or [""])]
     a, b = wrap(left), wrap(right)
     rows = [f"{titles[0][:col]:<{col}} | {titles[1][:col]}", f"{'-' * col}-+-{'-' * col}"]
-    rows += [f"{x:<{col}} | {y}" for x, y in itertools.zip_longest(a, b, fillvalue="")]
+    rows += [f"{x:<{col}} | {y}".rstrip() for x, y in itertools.zip_longest(a, b, fillvalue="")]
     return "\n".join(rows)
 
 
@@ -117,8 +125,7 @@ def run(args) -> int:
     clean = lm.generate(args.prompt, **kwargs)
     steered = lm.generate(args.prompt, interventions=interventions(steering), **kwargs)
     what = ", ".join(f"{h}:{f}" for h, f in features)
-    how = {"add": f"add alpha={args.alpha:g}" + (" (raw row)" if args.raw_direction else ""),
-           "set": f"set to {args.alpha:g}", "scale": f"scale x{args.alpha:g}", "ablate": "ablate"}[args.mode]
+    how = describe(args.mode, args.alpha, args.raw_direction)
     print(f"model {lm.name}; steering {what}: {how}, positions: {args.where}")
     for prompt, a, b in zip(args.prompt, clean, steered):
         print(f"\n>>> {prompt}")

@@ -15,10 +15,15 @@ def test_steer_prints_unsteered_and_steered_side_by_side(tiny_dir, run_dir, caps
     header = next(line for line in out.splitlines() if line.startswith("unsteered"))
     assert "| steered (add alpha=60)" in header
     rows = out.split(header, 1)[1].strip().splitlines()[1:]
-    assert rows and all(" | " in r for r in rows)
-    left = " ".join(r.split(" | ", 1)[0].strip() for r in rows)
-    right = " ".join(r.split(" | ", 1)[1].strip() for r in rows)
+    assert rows and all(r[38:40] == " |" for r in rows)          # columns of (80 - 3) // 2 = 38 characters
+    left = " ".join(r[:38].strip() for r in rows)
+    right = " ".join(r[41:].strip() for r in rows)
     assert left != right  # a strong steer changes the random model's continuation
+
+    code = main(["steer", "--model", tiny_dir, "--sae", str(run_dir), "--hook", "layers.0", "--feature", "1",
+                 "--feature", "2", "--mode", "ablate", "--where", "prompt", "--prompt", "hi", "--max-new-tokens", "2"])
+    out = capsys.readouterr().out
+    assert code == 0 and "steering layers.0:1, layers.0:2: ablate, positions: prompt" in out
 
 
 @pytest.mark.parametrize("argv, message", [
