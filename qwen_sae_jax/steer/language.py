@@ -8,12 +8,14 @@ when the model continues English prompts.
 
 1. Features are ranked with `contrast.rank_features` (Chinese = positive set) by ``mean_diff`` of the
    latents **averaged over each text's tokens** (``position="mean"``; the first ``max_tokens`` tokens).
-2. Each condition is measured on the English ``eval_texts`` (cut to ``prompt_tokens`` tokens, no chat
-   template), under the intervention at every position:
-   ``p_chinese``  mean over the prompt's positions of the next-token probability mass on Chinese tokens
-                  (teacher-forced; `chinese_token_ids`);
+2. Each condition is measured on the English ``eval_texts`` — raw text cut to ``prompt_tokens`` tokens, or
+   (``eval_chat=True``) whole user turns rendered with the chat template — under the intervention at every
+   position:
+   ``p_chinese``   mean over the prompt's positions of the next-token probability mass on Chinese tokens
+                   (teacher-forced; `chinese_token_ids`);
    ``gen_chinese`` share of greedily generated tokens (``new_tokens`` per prompt) that are Chinese tokens;
-   ``ce``         the next-token cross-entropy on the English prompt tokens (nats/token): the cost.
+   ``gen_any``     share of the generated continuations that contain a Chinese token;
+   ``ce``          the next-token cross-entropy on the prompt tokens (nats/token): the cost.
 3. Conditions: unsteered; ablating the top n features (clamped to 0 with the SAE error term kept) for
    each n in ``ablate``; the same number of random features of similar firing rate (control); adding
    ``-alpha`` times the top feature's unit decoder direction and the unit difference-of-means direction
@@ -82,16 +84,17 @@ class LanguageSuppression:
 
     def markdown(self) -> str:
         base = self.rows[0]
-        lines = [f"Hook `{self.hook}`; {self.n_eval} English prompts; {self.n_chinese_tokens} Chinese tokens in the "
+        lines = [f"Hook `{self.hook}`; {self.n_eval} prompts; {self.n_chinese_tokens} Chinese tokens in the "
                  f"vocabulary; top features (Chinese - English, mean over tokens): "
                  + ", ".join(f"{r['feature']} ({r['mean_diff']:+.3f})" for r in self.top[:5]) + ".", "",
-                 "| condition | P(Chinese next token) | change | Chinese share of generated tokens | English CE (nats/tok) |",
-                 "|---|---|---|---|---|"]
+                 "| condition | P(Chinese next token) | change | Chinese share of generated tokens | continuations "
+                 "with Chinese | prompt CE (nats/tok) |",
+                 "|---|---|---|---|---|---|"]
         for r in self.rows:
             change = "" if r is base else f"{100 * (r['p_chinese'] / base['p_chinese'] - 1):+.0f}%" \
                 if base["p_chinese"] > 0 else "-"
-            lines.append(f"| {r['condition']} | {r['p_chinese']:.5f} | {change} | {100 * r['gen_chinese']:.2f}% | "
-                         f"{r['ce']:.3f} |")
+            lines.append(f"| {r['condition']} | {r['p_chinese']:.5f} | {change} | {100 * r['gen_chinese']:.1f}% | "
+                         f"{100 * r['gen_any']:.0f}% | {r['ce']:.3f} |")
         return "\n".join(lines)
 
 
@@ -121,7 +124,7 @@ def measure_language(lm, prompts: Sequence[list[int]], steering, chinese_ids: np
     is_cjk[chinese_ids] = True
     stops = set(lm.stop_token_ids())
     totals = np.zeros(4)               # P(Chinese) sum, positions, NLL sum, targets
-    gen_cjk = gen_all = 0
+    gen_cjk = gen_all = gen_any = 0
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start:start + batch_size])
         real = len(chunk)
@@ -132,16 +135,17 @@ def measure_language(lm, prompts: Sequence[list[int]], steering, chinese_ids: np
             out, lengths = run.generate_tokens(lm, ids, mask, steering, max_new_tokens=new_tokens)
             for row, k in list(zip(out, lengths))[:real]:
                 tokens = [t for t in row[:k].tolist() if t not in stops]
-                gen_cjk += int(is_cjk[tokens].sum()) if tokens else 0
-                gen_all += len(tokens)
+                n_cjk = int(is_cjk[tokens].sum()) if tokens else 0
+                gen_cjk, gen_all, gen_any = gen_cjk + n_cjk, gen_all + len(tokens), gen_any + (n_cjk > 0)
     return {"p_chinese": totals[0] / max(totals[1], 1), "gen_chinese": gen_cjk / max(gen_all, 1),
-            "ce": totals[2] / max(totals[3], 1)}
+            "gen_any": gen_any / len(prompts), "ce": totals[2] / max(totals[3], 1)}
 
 
 def language_suppression(lm, sae, chinese_texts: Sequence[str], english_texts: Sequence[str],
                          eval_texts: Sequence[str], *, ablate: Sequence[int] = (1, 3, 10),
                          alphas: Sequence[float] = (0.5, 1.0, 2.0), prompt_tokens: int = 48, new_tokens: int = 16,
-                         max_tokens: int = 64, batch_size: int = 32, seed: int = 0) -> LanguageSuppression:
+                         max_tokens: int = 64, batch_size: int = 32, seed: int = 0,
+                         eval_chat: bool = False) -> LanguageSuppression:
     """Rank Chinese-vs-English features at ``sae``'s hook and measure the conditions (module docstring).
 
     ``eval_texts`` must be English texts that were not used for the ranking."""
@@ -159,12 +163,14 @@ def language_suppression(lm, sae, chinese_texts: Sequence[str], english_texts: S
     randoms = matched_random_features(pooled, exclude=order[:max(n_max, 10)], targets=order[:n_max].tolist(),
                                       n=n_max, seed=seed)
     scale = (contrast.pos.norm["mean"] + contrast.neg.norm["mean"]) / 2
-    tok = lm._require_tokenizer()
-    prompts = [tok(t, add_special_tokens=False)["input_ids"][:prompt_tokens] for t in eval_texts]
+    ids, mask = lm.tokenize(list(eval_texts), chat=eval_chat)
+    prompts = [row[m > 0].tolist() for row, m in zip(ids, mask)]
+    if not eval_chat:   # a chat prompt is kept whole: cutting it would drop the generation prompt
+        prompts = [p[:prompt_tokens] for p in prompts]
     prompts = [p for p in prompts if len(p) >= 2]
     if not prompts:
         raise UserError("every eval text encodes to fewer than 2 tokens")
-    chinese = chinese_token_ids(tok)
+    chinese = chinese_token_ids(lm.tokenizer)
     if chinese.size == 0:
         raise UserError("the tokenizer has no Chinese tokens; nothing to suppress")
 

@@ -50,9 +50,9 @@ def test_measure_language_matches_a_direct_computation(lm):
     for chunk, real in ((prompts[:2], 2), ([prompts[2], prompts[2]], 1)):   # the batches measure_language ran
         out, lengths = run.generate_tokens(lm, *pad_batch(chunk, pad_id=lm.pad_token_id, side="left"),
                                            max_new_tokens=3)
-        generated += [t for row, k in list(zip(out, lengths))[:real] for t in row[:k]
-                      if t not in lm.stop_token_ids()]
-    assert got["gen_chinese"] == np.isin(generated, chinese).mean()
+        generated += [[t for t in row[:k] if t not in lm.stop_token_ids()] for row, k in list(zip(out, lengths))[:real]]
+    assert got["gen_chinese"] == np.isin(sum(generated, []), chinese).mean()
+    assert got["gen_any"] == np.mean([np.isin(g, chinese).any() for g in generated])
 
 
 def test_language_suppression_table(lm):
