@@ -19,7 +19,8 @@ when the model continues English prompts.
 3. Conditions: unsteered; ablating the top n features (clamped to 0 with the SAE error term kept) for
    each n in ``ablate``; the same number of random features of similar firing rate (control); adding
    ``-alpha`` times the top feature's unit decoder direction and the unit difference-of-means direction
-   (Chinese - English) for each alpha in ``alphas`` (multiples of the hook's mean activation norm).
+   (Chinese - English) for each alpha in ``alphas`` (multiples of the hook's mean activation norm), and
+   the same for the first random control feature.
 """
 from __future__ import annotations
 
@@ -184,6 +185,9 @@ def language_suppression(lm, sae, chinese_texts: Sequence[str], english_texts: S
                            steer_feature(sae, int(order[0]), -abs(alpha) * scale)))
         conditions.append((f"diff-of-means, alpha -{alpha:g}",
                            add_direction(hook, contrast.direction, -abs(alpha) * scale, normalize=True)))
+        if randoms:
+            conditions.append((f"random feature {randoms[0]}, alpha -{alpha:g} (control)",
+                               steer_feature(sae, randoms[0], -abs(alpha) * scale)))
     rows = [{"condition": name, **measure_language(lm, prompts, steering, chinese, new_tokens, batch_size)}
             for name, steering in conditions]
     return LanguageSuppression(hook=hook, top=contrast.top(10), random_controls=randoms, scale=scale, rows=rows,

@@ -61,8 +61,9 @@ def test_language_suppression_table(lm):
                                   batch_size=4)
     names = [r["condition"] for r in result.rows]
     top = result.top[0]["feature"]
+    rnd = result.random_controls[0]
     assert names == ["unsteered", "ablate top 1", "ablate 1 random (control)", f"top feature {top}, alpha -1",
-                     "diff-of-means, alpha -1"]
+                     "diff-of-means, alpha -1", f"random feature {rnd}, alpha -1 (control)"]
     assert top not in result.random_controls and result.top[0]["mean_diff"] >= result.top[1]["mean_diff"]
     tok = lm.tokenizer
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in EVAL]
