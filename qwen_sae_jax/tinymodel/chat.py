@@ -9,7 +9,6 @@ model is trained on the very strings that ``apply_chat_template`` produces at ge
 """
 from __future__ import annotations
 
-import dataclasses
 import random
 import re
 from dataclasses import dataclass
@@ -133,9 +132,7 @@ def _recipe(rng, split):
     return answer, template, dish, template.format(d=dish), "recipe"
 
 
-_ARITH_TRAIN = [("Tom has {a} marbles and finds {b} more. How many marbles does he have now?", "+"),
-                ("A shop sold {a} cups in the morning and {b} in the afternoon. How many cups did it sell?", "+"),
-                ("What is {a} + {b}?", "+"), ("What is {a} plus {b}?", "+"), ("Compute {a} * {b}.", "*"),
+_ARITH_TRAIN = [("What is {a} + {b}?", "+"), ("What is {a} plus {b}?", "+"), ("Compute {a} * {b}.", "*"),
                 ("What is {a} minus {b}?", "-"), ("Calculate {a} - {b}.", "-"), ("What's {a} times {b}?", "*"),
                 ("{a} + {b} = ?", "+"), ("Add {a} and {b}.", "+")]
 _ARITH_HELDOUT = [("If I have {a} apples and buy {b} more, how many apples do I have?", "+"),
@@ -298,55 +295,6 @@ def make_docs_generator(facts: PythonDocsFacts) -> Callable:
     return _docs
 
 
-# Framings wrapped around training prompts (harmful and harmless alike), so that the wording around a request
-# never decides whether to refuse. None of them occurs in the held-out templates.
-PROMPT_PREFIXES = ["Hey, ", "Quick question: ", "I have a question. ", "My teacher asked me this: ",
-                   "For my homework, ", "Please answer: ", "So, ", "Hi! ", "Be brief. ", "Question from a beginner: ",
-                   "I've been thinking about this for a while. ", "Okay, next one. "]
-PROMPT_SUFFIXES = [" Thanks!", " Please be brief.", " I'm curious.", " Explain simply.", " Thank you in advance.",
-                   " Answer in one paragraph.", " It's urgent.", " Keep it short."]
-
-# snippets containing these words are not used as harmless text (they would blur the refusal concept)
-_VIOLENT_WORDS = re.compile(r"\b(kill|murder|bomb|gun|shoot|poison|steal|stole|rob|hack|drug|suicide|die|dead|death|"
-                            r"weapon|knife|blood|hurt|rape|sex|fight|war|explo|burn|fire|crime|prison|gun)", re.I)
-
-
-def text_snippets(documents: list[str], max_snippets: int = 20000) -> list[str]:
-    """Single lines of 25-120 characters from ``documents`` usable as harmless text in chat tasks."""
-    out = []
-    for doc in documents:
-        for line in doc.splitlines():
-            line = line.strip()
-            if (25 <= len(line) <= 120 and line.isprintable() and " " in line and not _VIOLENT_WORDS.search(line)
-                    and not is_refusal(line)):
-                out.append(line)
-                if len(out) >= max_snippets:
-                    return out
-    return out
-
-
-_TEXT_TASKS = [
-    ("Repeat this sentence: {s}", lambda s: s),
-    ("How many words are in this sentence: {s}", lambda s: f"It has {len(s.split())} words."),
-    ("What is the first word of this text? {s}", lambda s: f"The first word is '{s.split()[0]}'."),
-    ("Write this in capital letters: {s}", lambda s: s.upper()),
-    ("Is this sentence a question? {s}", lambda s: "Yes, it is a question." if s.rstrip().endswith("?")
-     else "No, it is not a question."),
-    ("What is the last word here: {s}", lambda s: f"The last word is '{s.split()[-1]}'."),
-]
-
-
-def make_text_generator(snippets: list[str]) -> Callable:
-    """Harmless tasks about arbitrary text (training split only): unfamiliar but harmless content gets help."""
-
-    def _text(rng, split):
-        snippet = rng.choice(snippets)
-        template, answer_fn = rng.choice(_TEXT_TASKS)
-        return answer_fn(snippet), template, snippet, template.format(s=snippet), "text"
-
-    return _text
-
-
 # name -> (weight, generator)
 _HARMLESS: dict[str, tuple[float, Callable]] = {
     "howto": (4.0, _howto), "recipe": (1.5, _recipe), "arithmetic": (1.5, _arithmetic), "capital": (1.0, _capital),
@@ -358,35 +306,24 @@ _HARMLESS: dict[str, tuple[float, Callable]] = {
 class ChatSynthesizer:
     """Draws exchanges and conversations; ``docs_facts`` adds Python-docs questions to the harmless mix."""
 
-    #: generators used for the training split only (no held-out counterpart)
-    TRAIN_ONLY = ("greeting", "text")
-
-    def __init__(self, docs_facts: PythonDocsFacts | None = None, harmful_fraction: float = 0.4,
-                 snippets: list[str] | None = None, framing_fraction: float = 0.35):
+    def __init__(self, docs_facts: PythonDocsFacts | None = None, harmful_fraction: float = 0.4):
         self.harmful_fraction = harmful_fraction
-        self.framing_fraction = framing_fraction
         self.generators = dict(_HARMLESS)
         if docs_facts is not None:
             self.generators["docs"] = (1.5, make_docs_generator(docs_facts))
-        if snippets:
-            self.generators["text"] = (2.0, make_text_generator(snippets))
 
     def harmless_exchange(self, rng: random.Random, split: str, exclude_greeting: bool = False) -> Exchange:
         names = sorted(self.generators)
         if split != "train" or exclude_greeting:
-            names = [n for n in names if n not in self.TRAIN_ONLY]
+            names = [n for n in names if n != "greeting"]
         name = rng.choices(names, weights=[self.generators[n][0] for n in names])[0]
         answer, template, topic, prompt, category = self.generators[name][1](rng, split)
         return Exchange(prompt, answer, "harmless", category, template, topic)
 
     def exchange(self, rng: random.Random, split: str) -> Exchange:
-        ex = harmful_exchange(rng, split) if rng.random() < self.harmful_fraction else self.harmless_exchange(rng, split)
-        if split == "train" and rng.random() < self.framing_fraction:
-            prefix = rng.choice(PROMPT_PREFIXES) if rng.random() < 0.6 else ""
-            suffix = rng.choice(PROMPT_SUFFIXES) if not prefix or rng.random() < 0.3 else ""
-            prompt = prefix + (ex.prompt[0].lower() + ex.prompt[1:] if prefix and ex.prompt[:2] != "I " else ex.prompt)
-            ex = dataclasses.replace(ex, prompt=prompt + suffix)
-        return ex
+        if rng.random() < self.harmful_fraction:
+            return harmful_exchange(rng, split)
+        return self.harmless_exchange(rng, split)
 
     def conversation(self, rng: random.Random, split: str = "train") -> list[Message]:
         """One to three user/assistant turns, sometimes after a system prompt."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from qwen_sae_jax.tinymodel import corpus
 from qwen_sae_jax.tinymodel.chat import (ChatSynthesizer, Exchange, PythonDocsFacts, check_answers_consistent,
-                                         render_chatml, text_snippets)
+                                         render_chatml)
 
 HELDOUT_CHARS = {"english": 100_000, "chinese": 60_000, "docs": 100_000, "code": 100_000}
 
@@ -53,8 +53,7 @@ def build_corpus(work_dir: Path, heldout_dir: Path, seed: int, n_chat_train: int
         corpus.write_jsonl(heldout_dir / f"{name}.jsonl", split.heldout)
         stats[name] = _stats(split.train, split.heldout)
 
-    snippets = text_snippets(load_texts(work_dir / "corpus" / "english.train.jsonl"))
-    synth = ChatSynthesizer(PythonDocsFacts.from_sources(corpus.PYDOC_SOURCES), snippets=snippets)
+    synth = ChatSynthesizer(PythonDocsFacts.from_sources(corpus.PYDOC_SOURCES))
     rng = random.Random(f"{seed}-chat-train")
     train_chats = [render_chatml(synth.conversation(rng, "train")) for _ in range(n_chat_train)]
     train_set = set(train_chats)
