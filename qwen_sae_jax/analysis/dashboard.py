@@ -24,8 +24,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -37,6 +35,7 @@ from qwen_sae_jax.analysis.corpus import corpus_windows
 from qwen_sae_jax.analysis.examples import FeatureData
 from qwen_sae_jax.analysis.logit_lens import LogitLens, sae_logit_lens
 from qwen_sae_jax.analysis.render import token_strings, visible
+from qwen_sae_jax.atomic import atomic_directory
 from qwen_sae_jax.errors import UserError
 
 MARKER = "dashboard.json"
@@ -165,9 +164,7 @@ def build_dashboard(lm, saes: Mapping[str, object], docs: Sequence[str], out_dir
         used.update(np.unique(lenses[name].bottom_ids).tolist())
     strings = token_strings(lm.tokenizer, (i for i in used if i >= 0))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out, force=True) as tmp:
         (tmp / "assets").mkdir()
         (tmp / "assets" / "dashboard.css").write_text(assets.CSS, encoding="utf-8")
         (tmp / "assets" / "dashboard.js").write_text(assets.JS, encoding="utf-8")
@@ -205,14 +202,4 @@ def build_dashboard(lm, saes: Mapping[str, object], docs: Sequence[str], out_dir
                                               "corpus": corpus_name, "n_windows": int(windows.input_ids.shape[0]),
                                               "n_tokens": windows.num_tokens, "saes": list(saes),
                                               "config": dataclasses.asdict(config)}, indent=2) + "\n")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from qwen_sae_jax.interop import load_sae, load_saes
-    from qwen_sae_jax.interop.atomic import atomic_directory
+    from qwen_sae_jax.atomic import atomic_directory
     from qwen_sae_jax.sae import save_sae
 
     kw = dict(k=args.k, norm_scaling_factor=args.norm_scaling_factor)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
 
 
+from qwen_sae_jax.atomic import atomic_directory
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.sae.config import SAEConfig
 from qwen_sae_jax.sae.core import PARAM_NAMES, SAE
@@ -43,24 +42,12 @@ def save_sae(sae: SAE, path: str | os.PathLike, *, overwrite: bool = False) -> P
         leaf = getattr(sae, name)
         if not bool(jnp.all(jnp.isfinite(leaf))):
             raise UserError(f"refusing to save an SAE whose {name} contains NaN or inf")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_directory(path, force=True) as tmp:
         tensors = {name: jnp.asarray(getattr(sae, name)) for name in PARAM_NAMES}
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "qwen_sae_jax", "format_version": str(FORMAT_VERSION)})
         meta = {"format_version": FORMAT_VERSION, **sae.cfg.to_dict()}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _fsync_dir_files(tmp)
-        if path.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, trash / "old")
-            os.replace(tmp, path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
