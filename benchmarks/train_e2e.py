@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +69,7 @@ def run_pipeline(lm, cfg, tokens, special_ids, steps: int) -> dict:
     shuffle = jax.jit(mixing.shuffle, static_argnums=(2,), donate_argnums=(0,))
     buf, fstate = stream.fill_until(lm.params, buf, fstate, size)
     state = trainer.init_state(jax.random.key(0), buf.pool[:, :1024].astype(jnp.float32))
-    fill_s = step_s = 0.0
+    fill_s, step_times = 0.0, []
     cursor, refills = S, 0
     for i in range(S + steps):          # the first S steps (one buffer cycle) compile and warm up
         timed = i >= S
@@ -80,10 +81,13 @@ def run_pipeline(lm, cfg, tokens, special_ids, steps: int) -> dict:
             cursor, refills = 0, refills + 1
         t0 = time.perf_counter()
         state, metrics = jax.block_until_ready(trainer.step(state, buf.ready, cursor))
-        step_s += (time.perf_counter() - t0) * timed
+        if timed:
+            step_times.append(time.perf_counter() - t0)
         cursor += 1
-    total = fill_s + step_s
-    return {"tokens_per_s": steps * Bt / total, "forward_share": fill_s / total, "step_s": step_s / steps,
+    total = fill_s + sum(step_times)
+    # step_s: the median step (as for the stand-alone step), robust to the machine's noise
+    return {"tokens_per_s": steps * Bt / total, "forward_share": fill_s / total,
+            "step_s": statistics.median(step_times),
             "fill_s": fill_s, "stream": stream, "fstate": fstate, "buf": buf,
             "fvu": float(np.mean(np.asarray(metrics[0]["fvu"])))}
 
@@ -102,7 +106,8 @@ def time_fill(stream, params, buf, fstate, repeats: int = 5) -> float:
 
 
 def standalone_step_s(cfg, d_in: int, steps: int = 5) -> float:
-    """One SAE step (loss, gradient, decoder projection, optimizer, renormalisation) on a fixed batch."""
+    """Median seconds of one SAE step (loss, gradient, decoder projection, optimizer, renormalisation) on a
+    fixed batch, jitted on its own with donated state (as the trainer's step)."""
     import optax
     from qwen_sae_jax.sae import after_update, before_update, init_sae, sae_loss
     from qwen_sae_jax.train.optim import make_optimizer
@@ -114,7 +119,7 @@ def standalone_step_s(cfg, d_in: int, steps: int = 5) -> float:
     x = jax.random.normal(jax.random.key(1), (cfg.train.batch_size, d_in))
     dead = jnp.zeros((sae.cfg.d_sae,), bool)
 
-    @jax.jit
+    @partial(jax.jit, donate_argnums=(0, 1))
     def step(sae, opt_state):
         (loss, terms), grads = jax.value_and_grad(lambda s: sae_loss(s, x, dead_mask=dead), has_aux=True)(sae)
         updates, opt_state = opt.update(before_update(sae, grads), opt_state, sae)

@@ -7,7 +7,7 @@ import pytest
 from jax import lax
 
 from qwen_sae_jax.sae import sparse
-from qwen_sae_jax.sae.select import biased_matmul, grouped_top_k
+from qwen_sae_jax.sae.select import grouped_top_k
 
 
 def _dense(weights, idx, width):
@@ -58,24 +58,32 @@ def test_sparse_encoder_acts_gradients_including_x():
 
 def test_transpose_materialized():
     m = jax.random.normal(jax.random.key(0), (3 * 8, 5))
-    np.testing.assert_array_equal(jax.jit(lambda a: sparse.transpose_materialized(a, block=8))(m), m.T)
-    np.testing.assert_array_equal(sparse.transpose_materialized(m[:7], block=8), m[:7].T)  # fallback
+    np.testing.assert_array_equal(jax.jit(sparse.transpose_materialized)(m), m.T)
+    np.testing.assert_array_equal(sparse.transpose_materialized(m[:7]), m[:7].T)
 
 
 @pytest.mark.parametrize("batch, n, k", [(7, 512, 8), (5, 1024, 1), (4, 512, 16), (3, 100, 5)])
 def test_grouped_top_k_is_exact(batch, n, k):
     pre = jax.random.normal(jax.random.key(n + k), (batch, n))
-    vals, idx = grouped_top_k(pre, k)
-    ref_vals, ref_idx = lax.top_k(pre, k)
+    bias = jax.random.normal(jax.random.key(n), (n,))
+    vals, idx = grouped_top_k(pre, bias, k)
+    ref_vals, ref_idx = lax.top_k(pre + bias, k)
     np.testing.assert_array_equal(vals, ref_vals)
     np.testing.assert_array_equal(idx, ref_idx)
     # a row whose largest entries all sit in one group (the case a per-group top-1 would miss)
     clustered = jnp.zeros((1, n)).at[0, 32:32 + k].set(jnp.arange(k, 0, -1.0))
-    np.testing.assert_array_equal(grouped_top_k(clustered, k)[1], lax.top_k(clustered, k)[1])
+    zero = jnp.zeros((n,))
+    np.testing.assert_array_equal(grouped_top_k(clustered, zero, k)[1], lax.top_k(clustered, k)[1])
+    # the bias alone decides (pre all equal): the bias's own top-k
+    np.testing.assert_array_equal(grouped_top_k(jnp.ones((2, n)), bias, k)[1][0], lax.top_k(bias, k)[1])
 
 
-def test_biased_matmul_matches_plain():
-    x = jax.random.normal(jax.random.key(0), (6, 13))
-    W = jax.random.normal(jax.random.key(1), (13, 40))
-    b = jax.random.normal(jax.random.key(2), (40,))
-    np.testing.assert_allclose(biased_matmul(x, W, b), x @ W + b, rtol=1e-5, atol=1e-5)
+def test_grouped_top_k_excludes_minus_inf_bias():
+    """AuxK passes -inf bias for live latents: they are never selected while finite candidates remain."""
+    n, k = 512, 8
+    pre = jax.random.normal(jax.random.key(3), (4, n))
+    dead = jnp.arange(n) % 7 == 0
+    bias = jnp.where(dead, 0.0, -jnp.inf)
+    _, idx = grouped_top_k(pre, bias, k)
+    assert bool(jnp.all(dead[idx]))
+    np.testing.assert_array_equal(idx, lax.top_k(jnp.where(dead, pre, -jnp.inf), k)[1])

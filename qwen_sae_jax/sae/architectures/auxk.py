@@ -2,7 +2,8 @@
 ``x - x_hat`` from each token's top-k_aux *dead* latents (bias-free decode), weighted by
 min(num_dead / k_aux, 1) and ``aux_coefficient``. Skipped at run time (lax.cond) when nothing is dead.
 
-The selection reuses the dense pre-activations when the XLA path built them; on the Pallas path it runs
+The selection reuses the dense matrix ``x_enc @ W_enc`` when the XLA path built it (with the bias of
+live latents set to -inf); on the Pallas path it runs
 the fused kernel again with the bias of live latents set to -inf, so no [B, d_sae] matrix is written.
 Gradients are sparse (`sparse_encoder_acts`, `sparse_decode`).
 """
@@ -29,7 +30,7 @@ def auxk_term(
     x_hat: jax.Array,  # [B, d_in] main reconstruction
     valid: jax.Array,  # [B]
     dead_mask: jax.Array | None,  # [d_sae] bool
-    pre: jax.Array | None,  # [B, d_sae] dense pre-activations if already computed
+    pre: jax.Array | None,  # [B, d_sae] x_enc @ W_enc (no bias) if already computed
     implementation: str,
 ) -> jax.Array:
     """The weighted AuxK term (0 when dead_mask is None or nothing is dead)."""
@@ -39,12 +40,12 @@ def auxk_term(
     k_aux = cfg.resolved_k_aux
 
     def compute(_):
-        if pre is not None:
-            masked = jnp.where(dead_mask[None, :], lax.stop_gradient(pre), -jnp.inf)  # [B, d_sae]
-            vals, idx = top_k_of(masked, k_aux, implementation)
+        b_masked = jnp.where(dead_mask, sae.b_enc, -jnp.inf)  # [d_sae]: live latents excluded
+        if pre is not None:  # x_enc @ W_enc without the bias, from the main selection
+            vals, idx = top_k_of(lax.stop_gradient(pre), lax.stop_gradient(b_masked).astype(pre.dtype), k_aux,
+                                 implementation)
             vals = jnp.maximum(vals, 0)
         else:
-            b_masked = jnp.where(dead_mask, sae.b_enc, -jnp.inf)
             vals, idx, _ = select_topk(x_enc, sae.W_enc, b_masked, k_aux, implementation)
         keep = jnp.take(dead_mask, idx) & valid[:, None]  # [B, k_aux]
         acts = jnp.where(keep, vals, 0).astype(sae.W_enc.dtype)

@@ -17,6 +17,7 @@ from jax import lax
 
 from qwen_sae_jax.sae.architectures.auxk import auxk_term
 from qwen_sae_jax.sae.architectures.common import decode_dense, encoder_input, fired_and_l0, pre_activations
+from qwen_sae_jax.sae.select import encoder_matmul
 from qwen_sae_jax.sae.losses import LossTerms, min_nonzero, reconstruction_terms
 
 if TYPE_CHECKING:
@@ -39,12 +40,14 @@ def batch_topk_mask(relu_pre: jax.Array, k: int) -> jax.Array:
 
 def loss(sae: "SAE", x_in, valid, dead_mask, implementation: str = "auto") -> tuple[jax.Array, LossTerms]:
     x_in = x_in.astype(sae.W_enc.dtype)
-    pre = pre_activations(sae, x_in)  # [B, d_sae]
+    x_enc = encoder_input(sae, x_in)  # [B, d_in]
+    pre_no_bias = encoder_matmul(x_enc, sae.W_enc)  # [B, d_sae], reused by AuxK
+    pre = pre_no_bias + sae.b_enc  # [B, d_sae]
     relu_pre = jnp.where(valid[:, None], jnp.maximum(pre, 0), 0)
     z = relu_pre * batch_topk_mask(relu_pre, sae.cfg.k)  # [B, d_sae]
     x_hat = decode_dense(sae, z)
     mse, fvu = reconstruction_terms(x_in, x_hat, valid)
-    aux = auxk_term(sae, x_in, encoder_input(sae, x_in), x_hat, valid, dead_mask, pre, implementation)
+    aux = auxk_term(sae, x_in, x_enc, x_hat, valid, dead_mask, pre_no_bias, implementation)
     fired, l0 = fired_and_l0(z, valid)
     zero = jnp.zeros((), jnp.float32)
     terms = LossTerms(mse=mse, fvu=fvu, aux=aux, sparsity=zero, l0=l0, fired=fired,
