@@ -22,7 +22,7 @@ import numpy as np
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.interop.hook_names import from_transformer_lens, to_transformer_lens
 from qwen_sae_jax.interop.raw import RawSAE, fold_input_scale
-from qwen_sae_jax.interop.tensors import read_safetensors, require_tensors, write_safetensors
+from qwen_sae_jax.interop.tensors import read_json_object, read_safetensors, require_tensors, write_safetensors
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -97,12 +97,7 @@ def read_saelens(path: str | os.PathLike, *, norm_scaling_factor: float | None =
     folded into the weights like SAELens' ``fold_activation_norm_scaling_factor``."""
     path = Path(path)
     where = f"SAELens folder {path}"
-    try:
-        cfg = json.loads((path / CFG_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{where}: cannot read {CFG_FILE}: {err}") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{where}: {CFG_FILE} is not a JSON object")
+    cfg = read_json_object(path / CFG_FILE, where)
     arch_in = cfg.get("architecture", "standard")
     if arch_in not in _ARCH_IN:
         raise UserError(f"{where}: unsupported SAELens architecture {arch_in!r}; supported: "

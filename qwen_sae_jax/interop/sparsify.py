@@ -17,7 +17,7 @@ import numpy as np
 
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.interop.raw import RawSAE, topk_from_relu, with_b_dec_convention
-from qwen_sae_jax.interop.tensors import read_safetensors, require_tensors, write_safetensors
+from qwen_sae_jax.interop.tensors import read_json_object, read_safetensors, require_tensors, write_safetensors
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
@@ -55,12 +55,7 @@ def read_sparsify(path: str | os.PathLike) -> RawSAE:
     does not record one."""
     path = Path(path)
     where = f"sparsify folder {path}"
-    try:
-        cfg = json.loads((path / CFG_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{where}: cannot read {CFG_FILE}: {err}") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{where}: {CFG_FILE} is not a JSON object")
+    cfg = read_json_object(path / CFG_FILE, where)
     activation = cfg.get("activation", "topk")
     if activation != "topk":
         raise UserError(f"{where}: unsupported sparsify activation {activation!r}; supported: ['topk']")

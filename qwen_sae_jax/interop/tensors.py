@@ -1,4 +1,5 @@
-"""Reading and writing tensor files with one clear error for every way they can be wrong.
+"""Reading and writing tensor files (and the JSON configs beside them) with one clear error for every way
+they can be wrong.
 
 safetensors files are read with the numpy backend (no torch); every tensor comes back as a float32
 numpy array. ``.pt`` files are read only through ``torch.load(weights_only=True)``, which refuses any
@@ -7,6 +8,7 @@ torch is imported only inside :func:`load_pt_tensor_dict` / :func:`save_pt_tenso
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Mapping
@@ -14,6 +16,17 @@ from typing import Mapping
 import numpy as np
 
 from qwen_sae_jax.errors import UserError
+
+
+def read_json_object(path: Path, where: str) -> dict:
+    """The JSON object in ``path``; ``where`` names the folder in the error (e.g. "SAELens folder X")."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{where}: cannot read {path.name}: {err}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: {path.name} is not a JSON object")
+    return value
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
