@@ -327,6 +327,23 @@ def _fn_key(interventions: Mapping[str, Callable]) -> tuple:
     return tuple(sorted(interventions.items(), key=lambda kv: kv[0]))
 
 
+def check_saes_fit(lm, saes: Mapping[str, object]) -> None:
+    """UserError unless ``saes`` ({name: SAE}) is not empty and every SAE reads a hook of ``lm`` with the
+    model's width (evaluation, analysis and steering check their inputs with this)."""
+    if not saes:
+        raise UserError("no SAEs given")
+    valid = set(lm.hook_names)
+    for name, sae in saes.items():
+        hook = sae.cfg.hook_name
+        if hook not in valid:
+            raise UserError(f"SAE {name!r} reads hook {hook!r}, which model {lm.name!r} "
+                            f"({lm.config.num_hidden_layers} layers) does not have; valid: layers.N[.input|"
+                            f".self_attn|.mlp] for N < {lm.config.num_hidden_layers}")
+        if sae.cfg.d_in != lm.config.hidden_size:
+            raise UserError(f"SAE {name!r} has d_in={sae.cfg.d_in} but model {lm.name!r} has width "
+                            f"{lm.config.hidden_size}: it belongs to another model")
+
+
 def positions_from_mask(attention_mask):
     """Position ids ``[B, T]`` counted from each row's first real token (0 on left padding)."""
     mask = jnp.asarray(attention_mask).astype(jnp.int32)

@@ -13,22 +13,7 @@ import jax.numpy as jnp
 from qwen_sae_jax.analysis.corpus import TokenWindows, position_mask
 from qwen_sae_jax.analysis.examples import FeatureData, init_state, update
 from qwen_sae_jax.errors import UserError
-
-
-def check_saes_fit(lm, saes: Mapping[str, object]) -> None:
-    """UserError unless every SAE reads a hook of this model with the model's width."""
-    if not saes:
-        raise UserError("no SAEs given")
-    valid = set(lm.hook_names)
-    for name, sae in saes.items():
-        hook = sae.cfg.hook_name
-        if hook not in valid:
-            raise UserError(f"SAE {name!r} reads hook {hook!r}, which model {lm.name!r} "
-                            f"({lm.config.num_hidden_layers} layers) does not have; valid: layers.N[.input|"
-                            f".self_attn|.mlp] for N < {lm.config.num_hidden_layers}")
-        if sae.cfg.d_in != lm.config.hidden_size:
-            raise UserError(f"SAE {name!r} has d_in={sae.cfg.d_in} but model {lm.name!r} has width "
-                            f"{lm.config.hidden_size}: it belongs to another model")
+from qwen_sae_jax.lm import check_saes_fit
 
 
 def special_ids_of(lm) -> list[int]:

@@ -27,6 +27,7 @@ from qwen_sae_jax.eval.metrics import (ActivationStats, MeanAccumulator, activat
                                        ce_loss_recovered, next_token_ce)
 from qwen_sae_jax.eval.splice import loss_mask, outlier_positions, token_mask, unit_sums
 from qwen_sae_jax.interop.hook_names import layer_and_site
+from qwen_sae_jax.lm import check_saes_fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,24 +104,10 @@ def joint_groups(saes: Mapping[str, object]) -> dict[str, list[str]]:
     return groups
 
 
-def _check_saes(lm, saes: Mapping[str, object]) -> None:
-    if not saes:
-        raise UserError("no SAEs to evaluate")
-    valid = set(lm.hook_names)
-    for name, sae in saes.items():
-        hook = sae.cfg.hook_name
-        if hook not in valid:
-            raise UserError(f"SAE {name!r} reads hook {hook!r}, which this model ({lm.name}, "
-                            f"{lm.config.num_hidden_layers} layers) does not have")
-        if sae.cfg.d_in != lm.config.hidden_size:
-            raise UserError(f"SAE {name!r} has d_in={sae.cfg.d_in} but the model's width is "
-                            f"{lm.config.hidden_size}: it was trained on another model")
-
-
 def evaluate(lm, saes: Mapping[str, object], batches: Sequence, config: EvalConfig = EvalConfig(),
              special_ids: Iterable[int] = ()) -> EvalResults:
     """Evaluate ``{name: SAE}`` on ``batches`` (each ``input_ids [B, T]`` or ``(input_ids, attention_mask)``)."""
-    _check_saes(lm, saes)
+    check_saes_fit(lm, saes)
     batches = [(np.asarray(b[0]), np.asarray(b[1])) if isinstance(b, tuple)
                else (np.asarray(b), np.ones_like(np.asarray(b))) for b in batches]
     if not batches:

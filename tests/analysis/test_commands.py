@@ -98,7 +98,7 @@ def test_feature_index_out_of_range(tiny_lm, tiny_sae):
 
 
 def test_sae_of_another_model_is_refused(tiny_lm):
-    from qwen_sae_jax.analysis.collect import check_saes_fit
+    from qwen_sae_jax.lm import check_saes_fit
 
     from .conftest import make_sae
 
