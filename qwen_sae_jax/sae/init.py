@@ -43,25 +43,42 @@ def geometric_median(points: jax.Array, *, max_iter: int = 100, tol: float = 1e-
     return y
 
 
+def _act_scale(x: jax.Array) -> jax.Array:
+    """sqrt(d_in) / mean_i ||x_i|| for finite x [N, d_in] (traceable; 1.0 for a zero-norm sample)."""
+    mean_norm = jnp.mean(jnp.linalg.norm(x, axis=-1))
+    return jnp.where(mean_norm > 0, jnp.sqrt(jnp.float32(x.shape[-1])) / jnp.maximum(mean_norm, 1e-30), 1.0)
+
+
 def estimate_act_scale(x: jax.Array) -> jax.Array:
     """sqrt(d_in) / mean_i ||x_i||: the factor that gives inputs [N, d_in] mean norm sqrt(d_in)."""
     x = jnp.asarray(x, jnp.float32)
-    mean_norm = jnp.mean(jnp.linalg.norm(x, axis=-1))
-    if not bool(mean_norm > 0):
+    if not bool(jnp.mean(jnp.linalg.norm(x, axis=-1)) > 0):
         raise UserError("cannot estimate act_scale: the activation sample has zero mean norm")
-    return jnp.sqrt(jnp.float32(x.shape[-1])) / mean_norm
+    return _act_scale(x)
 
 
 def init_sae(cfg: SAEConfig, key: jax.Array, x_sample: jax.Array | None = None) -> SAE:
-    """A fresh SAE for ``cfg``; ``x_sample`` [N, d_in] (raw activations) sets b_dec and act_scale."""
+    """A fresh SAE for ``cfg``; ``x_sample`` [N, d_in] (raw activations) sets b_dec and act_scale.
+    Checks its inputs (eagerly); `init_sae_from_sample` is the traceable core."""
     if not isinstance(cfg, SAEConfig):
         raise UserError(f"init_sae expects an SAEConfig, got {type(cfg).__name__}")
-    dtype = jnp.dtype(cfg.dtype)
     sample = _clean_sample(cfg, x_sample)
     if cfg.normalize_activations:
         if sample is None:
             raise UserError("normalize_activations=True needs x_sample (raw activations [N, d_in]) in init_sae")
-        act_scale = estimate_act_scale(sample)
+        estimate_act_scale(sample)  # refuses a zero-norm sample
+    return init_sae_from_sample(cfg, key, sample)
+
+
+def init_sae_from_sample(cfg: SAEConfig, key: jax.Array, sample: jax.Array | None) -> SAE:
+    """`init_sae` without the input checks, so it traces under jit/vmap (the trainer initialises every SAE of
+    a group in one compiled call). ``sample`` [N, d_in] must hold finite rows, or be None (then act_scale 1
+    and b_dec 0; with ``normalize_activations`` act_scale is 1 as well)."""
+    dtype = jnp.dtype(cfg.dtype)
+    if sample is not None:
+        sample = jnp.asarray(sample, jnp.float32)
+    if cfg.normalize_activations and sample is not None:
+        act_scale = _act_scale(sample)
     else:
         act_scale = jnp.ones((), jnp.float32)
 

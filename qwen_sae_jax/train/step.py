@@ -29,8 +29,8 @@ import optax
 from jax import lax
 from jax.sharding import Mesh
 
-from qwen_sae_jax.sae import (SAE, after_update, before_update, dead_mask, estimate_act_scale, geometric_median,
-                              init_sae, sae_loss, update_tokens_since_fired)
+from qwen_sae_jax.sae import (SAE, after_update, before_update, dead_mask, init_sae_from_sample, sae_loss,
+                              update_tokens_since_fired)
 from qwen_sae_jax.train.config import TrainConfig
 from qwen_sae_jax.train.mesh import state_shardings
 from qwen_sae_jax.train.optim import make_optimizer
@@ -44,21 +44,6 @@ class GroupState:
     sae: SAE
     opt_state: Any
     tokens_since_fired: jax.Array   # [n, d_sae] int32
-
-
-def _init_one(cfg, key: jax.Array, sample: jax.Array) -> SAE:
-    """init_sae, with b_dec and act_scale from ``sample`` [N, d_in] computed traceably (sample rows are finite:
-    the filter dropped NaN/inf), so that a whole group initialises inside one jit, already sharded."""
-    sae = init_sae(cfg, key)
-    sample = sample.astype(jnp.float32)
-    act_scale = estimate_act_scale(sample) if cfg.normalize_activations else jnp.ones((), jnp.float32)
-    if cfg.b_dec_init == "mean":
-        b_dec = jnp.mean(sample * act_scale, axis=0)
-    elif cfg.b_dec_init == "geometric_median":
-        b_dec = geometric_median(sample * act_scale)
-    else:
-        b_dec = jnp.zeros((cfg.d_in,), jnp.float32)
-    return sae.replace(b_dec=b_dec.astype(sae.b_dec.dtype), act_scale=act_scale.astype(jnp.float32))
 
 
 class Trainer:
@@ -80,7 +65,8 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def _init_group(self, gi: int, group: Group, key: jax.Array, samples: jax.Array) -> GroupState:
         keys = jax.random.split(key, len(group.hooks))
-        sae = jax.vmap(lambda k, s: _init_one(group.cfg, k, s))(keys, samples[jnp.asarray(group.rows)])
+        # sample rows are finite (the filter dropped NaN/inf)
+        sae = jax.vmap(lambda k, s: init_sae_from_sample(group.cfg, k, s))(keys, samples[jnp.asarray(group.rows)])
         opt_state = jax.vmap(self.optimizers[gi].init)(sae)
         counters = jnp.zeros((len(group.hooks), group.cfg.d_sae), jnp.int32)
         return GroupState(sae=sae, opt_state=opt_state, tokens_since_fired=counters)

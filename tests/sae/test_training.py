@@ -1,5 +1,7 @@
 """Init, decoder-norm handling around optimizer steps, dead latents, BatchTopK/JumpReLU thresholds, NaN
 policy and input errors."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,8 +10,8 @@ import pytest
 
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.sae import (
-    SAEConfig, after_update, before_update, dead_mask, geometric_median, init_sae, init_tokens_since_fired,
-    sae_loss, trainable_mask, update_tokens_since_fired,
+    SAEConfig, after_update, before_update, dead_mask, geometric_median, init_sae, init_sae_from_sample,
+    init_tokens_since_fired, sae_loss, trainable_mask, update_tokens_since_fired,
 )
 
 
@@ -56,6 +58,14 @@ def test_init_ties_encoder_to_decoder_and_sets_scale():
     np.testing.assert_allclose(sae.b_dec, jnp.mean(x * sae.act_scale, 0), rtol=1e-5)
     with pytest.raises(UserError, match="needs x_sample"):
         init_sae(cfg, jax.random.key(0))
+    # the traceable core gives the same SAE under jit and vmap (the trainer initialises groups that way)
+    for other_cfg in (cfg, dataclasses.replace(cfg, b_dec_init="geometric_median")):
+        eager = init_sae(other_cfg, jax.random.key(0), x)
+        traced = jax.jit(lambda k, s: init_sae_from_sample(other_cfg, k, s))(jax.random.key(0), x)
+        stacked = jax.vmap(lambda k, s: init_sae_from_sample(other_cfg, k, s))(jax.random.key(0)[None], x[None])
+        for leaf in ("W_enc", "W_dec", "b_dec", "act_scale"):
+            np.testing.assert_allclose(getattr(traced, leaf), getattr(eager, leaf), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(getattr(stacked, leaf)[0], getattr(eager, leaf), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu"])

@@ -27,7 +27,7 @@ def _saes(run_dir):
 def test_run_directory_contract(make_config, tiny_model):
     cfg = make_config()
     relu = SAEVariantConfig(name="relu", architecture="relu", d_sae=64, hooks=["blocks.1.hook_resid_post"],
-                            l1_coefficient=0.5)
+                            l1_coefficient=0.5, normalize_activations=True)
     cfg = dataclasses.replace(cfg, saes=cfg.saes + [relu])
     log = io.StringIO()
     result = train(cfg, log_stream=log)
@@ -53,6 +53,9 @@ def test_run_directory_contract(make_config, tiny_model):
     assert 0 < row["fvu"] < 1 and row["explained_variance"] == pytest.approx(1 - row["fvu"])
     assert row["l0"] == pytest.approx(8.0) and 0 <= row["dead_fraction"] <= 1
     assert "layers.1__relu" in result.table and "FVU" in result.table
+    # normalize_activations: act_scale estimated from the init sample (inside the jitted group init)
+    relu_scale, topk_scale = float(saes["layers.1__relu"].act_scale), float(sae.act_scale)
+    assert topk_scale == 1.0 and np.isfinite(relu_scale) and relu_scale > 0 and relu_scale != 1.0
     assert len(list((run_dir / "checkpoints").iterdir())) >= 1
 
 
