@@ -2,7 +2,8 @@
 
 Implementations (``implementation=``): "xla" (dense pre-activations + `lax.top_k`), "approx" (dense
 pre-activations + `lax.approx_max_k`, TPU's fused approximate top-k; exact fallback elsewhere), "pallas"
-(the fused encoder+TopK kernel in `kernels/topk.py`, which never writes the dense pre-activations), and
+(the fused encoder+TopK kernel in `kernels/topk.py`, which never writes the dense pre-activations; run per
+shard by `kernels/sharded.py` when the context mesh splits the latents over 'model'), and
 "auto" (Pallas on TPU/GPU, XLA on CPU). Every output here is a forward value only: gradients come from
 `sparse.sparse_encoder_acts`.
 """
@@ -79,9 +80,14 @@ def select_topk(
     implementation = resolve_implementation(implementation)
     x_enc, W_enc, b_enc = (lax.stop_gradient(a) for a in (x_enc, W_enc, b_enc))
     if implementation == "pallas":
+        from qwen_sae_jax.sae.kernels.sharded import model_mesh, model_sharded_topk
         from qwen_sae_jax.sae.kernels.topk import fused_encoder_topk
 
-        acts, idx = fused_encoder_topk(x_enc, W_enc, b_enc, k)
+        mesh = model_mesh()  # latents split over a 'model' axis: one kernel per shard (kernels/sharded.py)
+        if mesh is not None:
+            acts, idx = model_sharded_topk(x_enc, W_enc, b_enc, k, mesh)
+        else:
+            acts, idx = fused_encoder_topk(x_enc, W_enc, b_enc, k)
         return acts.astype(W_enc.dtype), idx, None
     pre = encoder_matmul(x_enc, W_enc)  # [B, d_sae], no bias
     vals, idx = top_k_of(pre, b_enc.astype(pre.dtype), k, implementation)

@@ -55,11 +55,9 @@ class Trainer:
         self.optimizers = []
         for group in plan.groups:
             self.optimizers.append(make_optimizer(cfg.saes[group.variant_index].optim, self.total_steps))
-        # The Pallas TopK kernel is a custom call XLA cannot split over the 'model' axis; with d_sae sharded,
-        # "auto" means the XLA path (whose top-k XLA partitions itself).
-        self.implementations = [
-            "xla" if (mesh.shape["model"] > 1 and cfg.saes[g.variant_index].implementation == "auto")
-            else cfg.saes[g.variant_index].implementation for g in plan.groups]
+        # With d_sae split over 'model', the Pallas TopK kernel runs once per shard (sae/kernels/sharded.py);
+        # it finds the mesh through jax.set_mesh, which `step` sets while the step is traced.
+        self.implementations = [cfg.saes[g.variant_index].implementation for g in plan.groups]
         self._step = None
 
     # ------------------------------------------------------------------ state
@@ -148,4 +146,5 @@ class Trainer:
         if self._step is None:
             shardings = jax.tree.map(lambda a: a.sharding, state)
             self._step = jax.jit(self._step_fn, donate_argnums=(0,), out_shardings=(shardings, None))
-        return self._step(state, ready, jnp.asarray(cursor, jnp.int32))
+        with jax.set_mesh(self.mesh):  # the context mesh the sharded Pallas TopK reads (traced on first call)
+            return self._step(state, ready, jnp.asarray(cursor, jnp.int32))

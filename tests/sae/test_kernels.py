@@ -100,3 +100,28 @@ def test_full_training_gradient_lowers_with_the_kernel(backend, platform, marker
     text = exported.mlir_module()
     assert marker in text and exported.platforms == (platform,)
     assert "1024x32768" not in text  # no dense [B, d_sae] matrix anywhere in forward or backward
+
+
+@pytest.mark.parametrize("backend, platform, marker", PLATFORMS, ids=[p[1] for p in PLATFORMS])
+def test_model_sharded_kernel_lowers_for_hardware(backend, platform, marker, monkeypatch):
+    """The per-'model'-shard form (kernels/sharded.py) at a Qwen-Scope width split over 2 x 4 devices lowers
+    for the target: one kernel per shard on [d_in, d_sae / 4] columns, candidates all-gathered."""
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 (forced) CPU devices")
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    from qwen_sae_jax.sae.kernels import topk as kernel_module
+    from qwen_sae_jax.sae.select import select_topk
+
+    monkeypatch.setattr(kernel_module, "default_backend", lambda: (backend, False))
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
+    d_in, d_sae, k = 2048, 32768, 50
+    args = (jax.ShapeDtypeStruct((1024, d_in), jnp.float32, sharding=NamedSharding(mesh, P("data", None))),
+            jax.ShapeDtypeStruct((d_in, d_sae), jnp.float32, sharding=NamedSharding(mesh, P(None, "model"))),
+            jax.ShapeDtypeStruct((d_sae,), jnp.float32, sharding=NamedSharding(mesh, P("model"))))
+    fn = jax.jit(lambda x, w, b: select_topk(x, w, b, k, "pallas")[:2])
+    with jax.set_mesh(mesh):
+        text = fn.trace(*args).lower(lowering_platforms=(platform,)).as_text()
+    assert marker in text and "all_gather" in text
+    assert f"{d_in}x{d_sae // 4}x" in text.replace("tensor<", "")  # the kernel sees one shard's columns
+    assert "1024x32768" not in text and "512x32768" not in text  # no dense pre-activations

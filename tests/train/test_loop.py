@@ -59,9 +59,18 @@ def test_run_directory_contract(make_config, tiny_model):
     assert len(list((run_dir / "checkpoints").iterdir())) >= 1
 
 
-def test_same_losses_on_one_and_eight_devices(make_config):
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])
+def test_same_losses_on_one_and_eight_devices(make_config, implementation, monkeypatch):
+    """data=4 x model=2 gives the single-device run's losses and SAEs; with implementation=pallas the fused
+    TopK kernel runs per 'model' shard (interpret mode on CPU) against the single-device XLA run."""
+    from qwen_sae_jax.sae.kernels import sharded
+    traced = []
+    real = sharded.model_sharded_topk
+    monkeypatch.setattr(sharded, "model_sharded_topk", lambda *a: traced.append(a[-1].shape) or real(*a))
     one = train(make_config("mesh.data=1", "log.every=1", "checkpoint.every=0", run="one"))
-    eight = train(make_config("mesh.data=4", "mesh.model=2", "log.every=1", "checkpoint.every=0", run="eight"))
+    eight = train(make_config("mesh.data=4", "mesh.model=2", "log.every=1", "checkpoint.every=0",
+                              f"saes.0.implementation={implementation}", run="eight"))
+    assert bool(traced) == (implementation == "pallas") and all(m["model"] == 2 for m in traced)
     for a, b in zip(_records(one.run_dir), _records(eight.run_dir)):
         for name in a["saes"]:
             for key in ("loss", "mse", "fvu", "aux", "l0"):
