@@ -12,14 +12,22 @@ Reports the minimum of the repeats, tokens/s of the sparse step, peak RSS after 
 the dense path runs), and the recall of `lax.approx_max_k` (implementation="approx") on this step's
 pre-activations: as it runs here (CPU falls back to an exact top-k) and emulated with the TPU algorithm
 (max-reduce into the number of bins XLA picks for recall_target, then exact top-k of the bins).
+With ``--profile`` it also traces a few sparse steps with `jax.profiler` and prints the XLA operations that
+take the most time per step, as a share of the encoder matmul (where the step's time goes; see docs/sae.md).
 The last line is machine-readable.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
+import json
 import math
 import os
+import re
 import resource
+import tempfile
 import time
 
 import jax
@@ -45,6 +53,35 @@ def interleaved_min(fns: dict, repeats: int) -> dict[str, float]:
             jax.block_until_ready(fn(*args))
             best[name] = min(best[name], time.perf_counter() - start)
     return best
+
+
+def profile_ops(run, steps: int = 3) -> list[tuple[str, float, int]]:
+    """(XLA operation, seconds per step, launches per step) of ``run()`` traced ``steps`` times with
+    jax.profiler, most expensive first (loop bodies appear as their operations, summed over iterations)."""
+    with tempfile.TemporaryDirectory() as trace_dir:
+        jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+        for _ in range(steps):
+            jax.block_until_ready(run())
+        jax.profiler.stop_trace()
+        (trace_file,) = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
+        with gzip.open(trace_file) as f:
+            events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    seconds, launches = collections.Counter(), collections.Counter()
+    wrappers = ("$", "ThunkExecutor", "PjitFunction", "while")
+    for event in events:
+        if event.get("ph") == "X" and not event["name"].startswith(wrappers):
+            seconds[event["name"]] += event.get("dur", 0) / 1e6 / steps
+            launches[event["name"]] += 1
+    return [(name, sec, launches[name] // steps) for name, sec in seconds.most_common()]
+
+
+def op_sources(compiled_text: str) -> dict[str, str]:
+    """XLA operation name -> the JAX operation it came from (the ``op_name`` metadata of the compiled HLO)."""
+    found = {}
+    for match in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?op_name=\"([^\"]+)\"", compiled_text, re.M):
+        found.setdefault(match.group(1), match.group(2).split("/", 1)[-1])
+    return found
 
 
 def make_sparse_step(opt, implementation):
@@ -105,13 +142,15 @@ def emulated_tpu_recall(pre, k, recall_target):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--d-in", type=int, default=1024)
-    parser.add_argument("--d-sae", type=int, default=16384)
-    parser.add_argument("--k", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--d-in", type=int, default=1024, help="SAE input width")
+    parser.add_argument("--d-sae", type=int, default=16384, help="SAE latents")
+    parser.add_argument("--k", type=int, default=64, help="TopK k")
+    parser.add_argument("--batch", type=int, default=4096, help="tokens per step")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (the minimum is reported)")
     parser.add_argument("--implementation", default="auto", help="auto | pallas | xla | approx")
     parser.add_argument("--skip-dense", action="store_true", help="do not time the dense path")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print the XLA operations that take the most time in the sparse step")
     args = parser.parse_args()
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpus, load average "
@@ -144,6 +183,14 @@ def main() -> None:
     print(f"encoder matmul       {best['matmul'] * 1e3:9.1f} ms")
     print(f"sparse step          {best['sparse'] * 1e3:9.1f} ms  = {step_ratio:.2f} x matmul  "
           f"({tokens_per_s:,.0f} tokens/s, peak RSS {sparse_peak:,.0f} MB)")
+
+    if args.profile:
+        print(f"where the sparse step's time goes (jax.profiler, per step; unit = the {best['matmul'] * 1e3:.0f} ms "
+              "matmul):")
+        sources = op_sources(sparse_step.lower(s_sae, s_state, x).compile().as_text())
+        for name, sec, launches in profile_ops(run_sparse)[:14]:
+            print(f"  {sec * 1e3:8.1f} ms  {sec / best['matmul']:5.2f}  x{launches:<4d} {name:28s} "
+                  f"{sources.get(name, '')[-70:]}")
 
     dense_ratio = float("nan")
     if not args.skip_dense:
