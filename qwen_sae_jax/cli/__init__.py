@@ -69,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(load_all=command is None, only=command)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `qwen-sae train CONFIG --resume a=1 b=2`: overrides given after an option land here; accept them
+        # for commands that take overrides, reject anything else as argparse would
+        if isinstance(getattr(args, "overrides", None), list) and not any(a.startswith("-") for a in extra):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "_module", None) is None:
         parser.print_help()
         return 2

@@ -22,6 +22,7 @@ def test_help_documents_every_field(capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["configs/tiny.yaml", "saes.0.kk=3"], "unknown config key 'saes.0.kk' (did you mean 'saes.0.k'?)"),
+    (["configs/tiny.yaml", "--resume", "saes.0.kk=3"], "unknown config key 'saes.0.kk'"),  # overrides after options
     (["configs/tiny.yaml", "hooks=[layers.7.mlp]"], "unknown hook name(s) for this 4-layer model: 'layers.7.mlp'"),
     (["configs/tiny.yaml", "saes.0.expansion_factor=null", "saes.0.d_sae=1004", "mesh.model=8"],
      "d_sae=1004 is not divisible by the 'model' mesh axis (8 devices)"),
@@ -34,3 +35,9 @@ def test_bad_input_is_one_line(args, message, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("qwen-sae train: error: ")
     assert message in err
+
+
+def test_unknown_option_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "configs/tiny.yaml", "--resume", "--bogus"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
