@@ -106,8 +106,9 @@ def time_fill(stream, params, buf, fstate, repeats: int = 5) -> float:
 
 
 def standalone_step_s(cfg, d_in: int, steps: int = 5) -> float:
-    """Median seconds of one SAE step (loss, gradient, decoder projection, optimizer, renormalisation) on a
-    fixed batch, jitted on its own with donated state (as the trainer's step)."""
+    """Median seconds of one SAE step (loss, gradient, decoder projection, optimizer, renormalisation) jitted
+    on its own with donated state, the batch and the dead-latent mask passed as arguments (as in the
+    trainer: a constant all-False mask would let XLA delete the AuxK branch at compile time)."""
     import optax
     from qwen_sae_jax.sae import after_update, before_update, init_sae, sae_loss
     from qwen_sae_jax.train.optim import make_optimizer
@@ -120,16 +121,16 @@ def standalone_step_s(cfg, d_in: int, steps: int = 5) -> float:
     dead = jnp.zeros((sae.cfg.d_sae,), bool)
 
     @partial(jax.jit, donate_argnums=(0, 1))
-    def step(sae, opt_state):
+    def step(sae, opt_state, x, dead):
         (loss, terms), grads = jax.value_and_grad(lambda s: sae_loss(s, x, dead_mask=dead), has_aux=True)(sae)
         updates, opt_state = opt.update(before_update(sae, grads), opt_state, sae)
         return after_update(optax.apply_updates(sae, updates), terms), opt_state
 
-    sae, opt_state = jax.block_until_ready(step(sae, opt_state))
+    sae, opt_state = jax.block_until_ready(step(sae, opt_state, x, dead))
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        sae, opt_state = jax.block_until_ready(step(sae, opt_state))
+        sae, opt_state = jax.block_until_ready(step(sae, opt_state, x, dead))
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -83,7 +83,7 @@ def render_card(report: dict, train: dict | None, corpus_stats: dict | None, see
         "",
     ]
     if train:
-        tc, ms = train["train_config"], train["model_shape"]
+        tc = train["train_config"]
         lines += [
             "## Training run",
             "",
