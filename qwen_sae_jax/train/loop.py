@@ -153,7 +153,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
     from qwen_sae_jax.train.mesh import make_mesh
     from qwen_sae_jax.train.optim import lr_schedule
     from qwen_sae_jax.train.plan import make_plan
-    from qwen_sae_jax.train.step import METRIC_KEYS, Trainer
+    from qwen_sae_jax.train.step import METRIC_KEYS, Trainer, hook_state
     from qwen_sae_jax.train.summary import evaluate, format_table
 
     require_backends(cfg.log)
@@ -331,7 +331,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
     if is_main:
         for group, sae in zip(plan.groups, host_groups):
             for j, hook in enumerate(group.hooks):
-                one = jax.tree.map(lambda a, j=j: np.asarray(a[j]), sae).replace(cfg=group.sae_config(hook))
+                one = jax.tree.map(np.asarray, hook_state(sae, j, len(group.hooks))).replace(cfg=group.sae_config(hook))
                 save_sae(one, run_dir / "saes" / group.folder(hook), overwrite=True)
     if writer is not None:
         writer.flush()

@@ -57,9 +57,12 @@ def _leaf_name(path) -> str | None:
 
 
 def state_shardings(tree, mesh: Mesh):
-    """NamedSharding per leaf of a (stacked) training-state tree, by the leaf's field name."""
+    """NamedSharding per leaf of a training-state tree, by the leaf's field name (stacked [n, ...] leaves, or
+    a single-hook group's unstacked ones)."""
     def rule(path, leaf):
         spec = SAE_RULES.get(_leaf_name(path))
+        if spec is not None and len(spec) == np.ndim(leaf) + 1:
+            spec = P(*spec[1:])     # a single-hook group's unstacked leaf
         if spec is None or len(spec) != np.ndim(leaf):
             spec = P()
         return NamedSharding(mesh, spec)

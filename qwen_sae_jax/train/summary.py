@@ -14,6 +14,7 @@ import numpy as np
 from qwen_sae_jax.eval.metrics import ActivationStats, activation_batch_sums
 from qwen_sae_jax.sae import dead_mask
 from qwen_sae_jax.train.plan import Plan
+from qwen_sae_jax.train.step import hook_state
 
 COLUMNS = (("fvu", "FVU", "{:.4f}"), ("explained_variance", "expl.var", "{:.4f}"), ("l0", "L0", "{:.1f}"),
            ("dead_fraction", "dead %", "{:.1%}"))
@@ -30,10 +31,10 @@ def evaluate(plan: Plan, groups: tuple, pool: jax.Array, n_rows: int, chunk: int
     sums = jax.jit(_sums, static_argnums=(4,))
     results = {}
     for group, state in zip(plan.groups, groups):
-        dead = np.asarray(jax.device_get(jax.jit(jax.vmap(lambda c: dead_mask(c, group.cfg)))(
-            state.tokens_since_fired)))
+        n = len(group.hooks)
         for j, (hook, row) in enumerate(zip(group.hooks, group.rows)):
-            sae = jax.tree.map(lambda a, j=j: a[j], state.sae)
+            sae = hook_state(state.sae, j, n)
+            dead = np.asarray(jax.device_get(dead_mask(hook_state(state.tokens_since_fired, j, n), group.cfg)))
             stats = ActivationStats(d_in=plan.d_in, d_sae=group.cfg.d_sae)
             for start in range(0, n_rows, chunk):
                 stats.add(sums(sae, pool, jnp.asarray(row), jnp.asarray(start), chunk))
@@ -42,7 +43,7 @@ def evaluate(plan: Plan, groups: tuple, pool: jax.Array, n_rows: int, chunk: int
                 "hook": hook, "variant": group.name, "architecture": group.cfg.architecture,
                 "d_sae": group.cfg.d_sae, "k": group.cfg.k, "fvu": s["fvu"],
                 "explained_variance": s["explained_variance"], "l0": s["l0_mean"], "mse": s["mse"],
-                "cossim": s["cossim"], "dead_fraction": float(dead[j].mean()),
+                "cossim": s["cossim"], "dead_fraction": float(dead.mean()),
                 "eval_dead_fraction": s["dead_fraction"], "eval_tokens": s["n_tokens"]}
     return results
 
