@@ -50,3 +50,57 @@ def test_flatten_and_missing_backends(monkeypatch):
         require_backends(LogConfig(wandb=True))
     with pytest.raises(UserError, match="log.tensorboard=true needs tensorboardX"):
         require_backends(LogConfig(tensorboard=True))
+
+
+def _tfrecords(path):
+    """Payloads of a TFRecord file (uint64 length, uint32 crc, data, uint32 crc per record)."""
+    import struct
+    data, out, pos = path.read_bytes(), [], 0
+    while pos < len(data):
+        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        out.append(data[pos + 12:pos + 12 + length])
+        pos += 12 + length + 4
+    return out
+
+
+def test_tensorboard_events_hold_every_logged_scalar(tmp_path):
+    """log.tensorboard=true writes a real TensorBoard event file (tensorboardX, a test dependency); read
+    back with its protobuf definitions, it holds every flattened metric at its step."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    logger = TrainLogger(tmp_path, LogConfig(tensorboard=True), 10, 0, is_main=True, config_dict={},
+                         stream=io.StringIO())
+    logger.log(3, _record(3))
+    logger.log(6, _record(6))
+    logger.close()
+    (events_file,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    scalars = {}
+    for payload in _tfrecords(events_file):
+        event = Event.FromString(payload)
+        for value in event.summary.value:
+            scalars[(value.tag, event.step)] = value.simple_value
+    assert scalars[("saes/a/fvu", 3)] == pytest.approx(0.25) and scalars[("saes/b/l0", 6)] == 4.0
+    assert scalars[("tokens", 6)] == 600 and scalars[("lr/v", 3)] == pytest.approx(1e-3)
+    assert {step for _, step in scalars} == {3, 6}
+
+
+def test_wandb_gets_the_run_config_and_flat_metrics(tmp_path, monkeypatch):
+    """log.wandb=true: wandb.init(project, config, dir, name, resume) once, wandb.log(flat metrics, step) per
+    record, finish() at close (wandb itself is not installed here: a recording stand-in module)."""
+    import sys
+    import types
+    calls = []
+    run = types.SimpleNamespace(log=lambda metrics, step: calls.append(("log", step, metrics)),
+                                finish=lambda: calls.append(("finish",)))
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: calls.append(("init", kwargs)) or run
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    (tmp_path / "run1").mkdir()
+    logger = TrainLogger(tmp_path / "run1", LogConfig(wandb=True, wandb_project="p"), 10, 0, is_main=True,
+                         config_dict={"a": 1}, stream=io.StringIO())
+    logger.log(4, _record(4))
+    logger.close()
+    assert calls[0] == ("init", {"project": "p", "config": {"a": 1}, "dir": str(tmp_path / "run1"), "name": "run1",
+                                 "resume": "allow"})
+    assert calls[1][:2] == ("log", 4) and calls[1][2]["saes/a/dead_fraction"] == 0.5 and "step" not in calls[1][2]
+    assert calls[-1] == ("finish",)
