@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwen_sae_jax.analysis.collect import encode_step, special_ids_of
-from qwen_sae_jax.lm import check_saes_fit
 from qwen_sae_jax.analysis.corpus import text_windows
 from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.lm import check_saes_fit
 
 
 @dataclasses.dataclass

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
-
 from qwen_sae_jax.atomic import atomic_directory
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.sae.config import SAEConfig

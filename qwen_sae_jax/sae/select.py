@@ -19,18 +19,15 @@ from qwen_sae_jax.sae.config import resolve_implementation
 APPROX_RECALL_TARGET = 0.95
 
 
-def dense_pre_activations(x_enc: jax.Array, W_enc: jax.Array, b_enc: jax.Array) -> jax.Array:
-    """[B, d_in] @ [d_in, d_sae] + [d_sae] -> [B, d_sae] (float32 accumulation, param dtype out)."""
-    pre = jnp.dot(x_enc, W_enc, preferred_element_type=jnp.float32) + b_enc.astype(jnp.float32)
+def encoder_matmul(x_enc: jax.Array, W_enc: jax.Array, b_enc: jax.Array | None = None) -> jax.Array:
+    """[B, d_in] @ [d_in, d_sae] (+ b_enc [d_sae], added in float32) -> [B, d_sae] (float32 accumulation,
+    param dtype out). The TopK selection calls it without the bias and adds ``b_enc`` inside its first
+    reduction (see `grouped_top_k`) instead of in a separate pass over the [B, d_sae] matrix, which XLA:CPU
+    does not fuse into its matmul."""
+    pre = jnp.dot(x_enc, W_enc, preferred_element_type=jnp.float32)
+    if b_enc is not None:
+        pre = pre + b_enc.astype(jnp.float32)
     return pre.astype(W_enc.dtype)
-
-
-def encoder_matmul(x_enc: jax.Array, W_enc: jax.Array) -> jax.Array:
-    """[B, d_in] @ [d_in, d_sae] -> [B, d_sae] without the bias (float32 accumulation, param dtype out).
-
-    The selection adds ``b_enc`` inside its first reduction (see `grouped_top_k`) instead of in a separate
-    pass over the [B, d_sae] matrix, which XLA:CPU does not fuse into its matmul."""
-    return jnp.dot(x_enc, W_enc, preferred_element_type=jnp.float32).astype(W_enc.dtype)
 
 
 def top_k_of(pre: jax.Array, bias: jax.Array, k: int, implementation: str) -> tuple[jax.Array, jax.Array]:

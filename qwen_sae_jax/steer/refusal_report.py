@@ -149,7 +149,7 @@ def markdown(results: dict) -> str:
                          f"Best top feature: {b['feature']} at `{b['hook']}`, alpha {b['alpha']:g}: "
                          f"{_pct(b['refusal_rate'])} ({rnd}).")
         h = v["highest"]
-        if h is not None and h is not b and h != b:
+        if h is not None and h != b:
             lines.append("")
             lines.append(f"Highest refusal of any top feature: {_pct(h['refusal_rate'])} (feature {h['feature']} at "
                          f"`{h['hook']}`, alpha {h['alpha']:g}, CE {h['ce']:.2f}; random controls mean "

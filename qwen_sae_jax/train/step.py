@@ -61,9 +61,6 @@ class Trainer:
         self.optimizers = []
         for group in plan.groups:
             self.optimizers.append(make_optimizer(cfg.saes[group.variant_index].optim, self.total_steps))
-        # With d_sae split over 'model', the Pallas TopK kernel runs once per shard (sae/kernels/sharded.py);
-        # it finds the mesh through jax.set_mesh, which `step` sets while the step is traced.
-        self.implementations = [cfg.saes[g.variant_index].implementation for g in plan.groups]
         self._step = None
 
     # ------------------------------------------------------------------ state
@@ -98,7 +95,9 @@ class Trainer:
     # ------------------------------------------------------------------ step
     def _group_step(self, gi: int, group: Group, state: GroupState, x: jax.Array):
         opt = self.optimizers[gi]
-        implementation = self.implementations[gi]
+        # with d_sae split over 'model' a Pallas TopK runs once per shard (sae/kernels/sharded.py); it finds
+        # the mesh through jax.set_mesh, which `step` sets while the step is traced
+        implementation = self.cfg.saes[group.variant_index].implementation
         cfg = group.cfg
 
         def one(sae, opt_state, counter, xb):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from qwen_sae_jax.sae.select import dense_pre_activations
+from qwen_sae_jax.sae.select import encoder_matmul
 
 if TYPE_CHECKING:
     from qwen_sae_jax.sae.core import SAE
@@ -20,7 +20,7 @@ def encoder_input(sae: "SAE", x_in: jax.Array) -> jax.Array:
 
 def pre_activations(sae: "SAE", x_in: jax.Array) -> jax.Array:
     """Dense pre-activations [B, d_sae] (differentiable)."""
-    return dense_pre_activations(encoder_input(sae, x_in), sae.W_enc, sae.b_enc)
+    return encoder_matmul(encoder_input(sae, x_in), sae.W_enc, sae.b_enc)
 
 
 def decode_dense(sae: "SAE", z: jax.Array) -> jax.Array:
