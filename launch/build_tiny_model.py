@@ -7,13 +7,15 @@ Stages (run all, or pick with --stages):
   corpus     gather + split the sources, synthesise chat, write held-out texts and prompt lists
   tokenizer  train the byte-level BPE (HF tokenizers) with Qwen3's special tokens and chat template
   tokenize   token streams per source (uint16 .npy) for training and held-out evaluation
-  train      train the project's Flax Qwen3 with optax (resumes from WORK/checkpoint.msgpack)
-  export     write the HF directory into the package assets
+  train      pre-train the project's Flax Qwen3 with optax (resumes from WORK/run/checkpoint.msgpack)
+  sft        instruction-tune the pre-trained weights: freshly synthesised chat in its instruction-tuning
+             variant (ChatSynthesizer(instruct=True)) mixed with the pre-training text (WORK/sft/)
+  export     write the HF directory into the package assets (the sft weights when that stage ran)
   quality    measure the quality bars, write quality.json and the model card README.md
 
 Examples:
   python launch/build_tiny_model.py                          # everything, 45-minute training budget
-  python launch/build_tiny_model.py --max-steps 2400 --time-budget 0   # repeat a recorded run exactly
+  python launch/build_tiny_model.py --max-steps 986 --time-budget 0 --sft-steps 400   # repeat a recorded run exactly
   python launch/build_tiny_model.py --stages quality         # re-measure the committed model
 """
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-STAGES = ("install", "corpus", "tokenizer", "tokenize", "train", "export", "quality")
+STAGES = ("install", "corpus", "tokenizer", "tokenize", "train", "sft", "export", "quality")
 APT_PACKAGES = ("fortunes", "fortunes-zh", "python3.11-doc")
 DEFAULT_OUT = REPO / "qwen_sae_jax" / "assets" / "tiny-qwen3"
 
@@ -122,25 +123,80 @@ def stage_train(args) -> None:
     log("train summary: " + json.dumps({k: v for k, v in summary.items() if k not in ("train_config", "model_shape")}))
 
 
-def stage_export(args) -> None:
+def _load_checkpoint(args, run: str):
+    """``(params, qwen3_config, step)`` of ``WORK/<run>/checkpoint.msgpack``."""
     import pickle
     from flax import serialization
     from qwen_sae_jax.models.qwen3.params import init_params
-    from qwen_sae_jax.tinymodel.export import export_model
-    saved = pickle.loads((args.work / "run" / "checkpoint.msgpack").read_bytes())
-    eos, pad = _special_ids(args)
     from qwen_sae_jax.tinymodel.train import ModelShape
+    saved = pickle.loads((args.work / run / "checkpoint.msgpack").read_bytes())
+    eos, pad = _special_ids(args)
     config = ModelShape(**saved["model_shape"]).qwen3_config(eos, pad)
-    params = serialization.from_bytes(init_params(config), saved["params"])
+    return serialization.from_bytes(init_params(config), saved["params"]), config, saved["state"]["step"]
+
+
+def stage_sft(args) -> None:
+    import random
+    import numpy as np
+    from tokenizers import Tokenizer
+    from qwen_sae_jax.tinymodel import corpus, data
+    from qwen_sae_jax.tinymodel.chat import ChatSynthesizer, PythonDocsFacts, render_chatml
+    from qwen_sae_jax.tinymodel.train import ChatTokenIds, ModelShape, TrainConfig, train
+    if args.sft_steps <= 0:
+        log("sft: --sft-steps 0, skipped")
+        return
+    if args.sft_from is not None:         # an HF directory (e.g. a previously exported pre-trained model)
+        from qwen_sae_jax.models.qwen3.params import load_hf
+        config, params = load_hf(args.sft_from)
+        shape = ModelShape(**{k: getattr(config, k) for k in ModelShape.__dataclass_fields__})
+        base = str(args.sft_from)
+    else:
+        params, config, step = _load_checkpoint(args, "run")
+        shape, base = _model_shape(args), f"pre-training run, step {step}"
+    synth = ChatSynthesizer(PythonDocsFacts.from_sources(corpus.PYDOC_SOURCES),
+                            harmful_fraction=args.sft_harmful_fraction, instruct=True)
+    rng = random.Random(f"{args.seed}-chat-sft")
+    chats = [render_chatml(synth.conversation(rng, "train")) for _ in range(args.sft_chat)]
+    tok = Tokenizer.from_file(str(args.work / "tokenizer" / "tokenizer.json"))
+    streams = {n: np.load(args.work / "tokens" / f"{n}.train.npy") for n in corpus.SOURCES}
+    streams["chat"] = data.tokenize_split(tok, chats, tok.token_to_id("<|endoftext|>"))
+    heldout = {n: np.load(args.work / "tokens" / f"{n}.heldout.npy") for n in corpus.SOURCES}
+    text_share = (1.0 - args.sft_chat_share) / (len(corpus.SOURCES) - 1)
+    weights = {n: (args.sft_chat_share if n == "chat" else text_share) for n in corpus.SOURCES}
+    cfg = TrainConfig(seed=args.seed, ctx_len=args.ctx_len, batch_size=args.batch_size, lr=args.sft_lr,
+                      warmup_steps=args.sft_warmup, max_steps=args.sft_steps, time_budget_s=0.0,
+                      eval_every=100, checkpoint_every=100, source_weights=weights,
+                      reply_only_sources=("chat",) if args.sft_loss == "reply" else ())
+    chat_ids = ChatTokenIds(tok.token_to_id("<|im_start|>"), tok.token_to_id("assistant"), tok.token_to_id("<|im_end|>"))
+    eos, pad = _special_ids(args)
+    log(f"sft: {len(chats):,} conversations ({len(streams['chat']):,} tokens), from {base}")
+    _, _, summary = train(args.work / "sft", streams, heldout, shape, cfg, eos, pad, log=log, base_params=params,
+                        chat_ids=chat_ids)
+    summary.update(base=base, chat_conversations=len(chats), harmful_fraction=args.sft_harmful_fraction)
+    (args.work / "sft" / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log("sft summary: " + json.dumps({k: v for k, v in summary.items() if k not in ("train_config", "model_shape")}))
+
+
+def _train_summary(args) -> dict | None:
+    """The pre-training summary, with the instruction-tuning one under ``"sft"`` when that stage ran."""
+    pre, sft = args.work / "run" / "train_summary.json", args.work / "sft" / "train_summary.json"
+    summary = json.loads(pre.read_text()) if pre.exists() else None
+    if summary is not None and sft.exists():
+        summary["sft"] = json.loads(sft.read_text())
+    return summary
+
+
+def stage_export(args) -> None:
+    from qwen_sae_jax.tinymodel.export import export_model
+    run = "sft" if (args.work / "sft" / "checkpoint.msgpack").exists() else "run"
+    params, config, step = _load_checkpoint(args, run)
     export_model(params, config, args.work / "tokenizer", args.out, args.work / "hf")
-    shutil.copyfile(args.work / "run" / "train_summary.json", args.work / "hf" / "train_summary.json")
-    log(f"exported step {saved['state']['step']} to {args.out}")
+    log(f"exported {run} step {step} to {args.out}")
 
 
 def stage_quality(args) -> None:
     from qwen_sae_jax.tinymodel import quality
-    train_summary = json.loads((args.work / "run" / "train_summary.json").read_text()) \
-        if (args.work / "run" / "train_summary.json").exists() else None
+    train_summary = _train_summary(args)
     corpus_stats = json.loads((args.work / "corpus_stats.json").read_text()) \
         if (args.work / "corpus_stats.json").exists() else None
     report = quality.measure(args.out, max_new_tokens=args.gen_tokens, log=log)
@@ -176,6 +232,19 @@ def main(argv=None) -> None:
     p.add_argument("--max-steps", type=int, default=6000, help="training steps at most (the cosine schedule's length)")
     p.add_argument("--time-budget", type=float, default=2700.0,
                    help="seconds of training; 0 = run exactly --max-steps (the deterministic rebuild)")
+    p.add_argument("--sft-steps", type=int, default=400, help="instruction-tuning steps (0: skip the sft stage)")
+    p.add_argument("--sft-lr", type=float, default=1e-3, help="peak learning rate of instruction tuning")
+    p.add_argument("--sft-warmup", type=int, default=20, help="warm-up steps of instruction tuning")
+    p.add_argument("--sft-chat", type=int, default=20_000, help="synthetic instruction-tuning conversations")
+    p.add_argument("--sft-chat-share", type=float, default=0.7,
+                   help="share of instruction-tuning rows drawn from chat (the rest: the four text sources equally)")
+    p.add_argument("--sft-harmful-fraction", type=float, default=0.33,
+                   help="share of harmful user turns in the instruction-tuning chat")
+    p.add_argument("--sft-loss", choices=("reply", "all"), default="reply",
+                   help="instruction-tuning loss on chat rows: the assistant replies only (reply), or every token (all)")
+    p.add_argument("--sft-from", type=Path, default=None,
+                   help="instruction-tune this HF model directory instead of the pre-training run's checkpoint "
+                        "(same tokenizer as WORK/tokenizer)")
     p.add_argument("--gen-tokens", type=int, default=48, help="new tokens per prompt in the refusal measurement")
     args = p.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]

@@ -92,10 +92,31 @@ def render_card(report: dict, train: dict | None, corpus_stats: dict | None, see
             f"(b2 0.95, weight decay {tc['weight_decay']} on matrices), peak LR {tc['lr']:g}, {tc['warmup_steps']} "
             f"warm-up steps, cosine to {tc['min_lr_ratio']:g} x peak, gradient clipping {tc['grad_clip']}; source "
             f"mix {json.dumps(tc['source_weights'])}; stop reason: {train['stop_reason']}.",
-            f"Rebuild exactly: `python launch/build_tiny_model.py --seed {seed} --max-steps {train['total_steps']} "
-            "--time-budget 0` (same machine type and library versions).",
-            "",
         ]
+        sft = train.get("sft")
+        rebuild = f"python launch/build_tiny_model.py --seed {seed} --max-steps {train['total_steps']} --time-budget 0"
+        if sft:
+            sc = sft["train_config"]
+            lines += [
+                "",
+                f"Instruction tuning (`sft` stage), from the {sft['base']}: {sft['steps']:,} steps "
+                f"({sft['tokens']:,} tokens) in {sft['elapsed_s'] / 60:.1f} minutes, peak LR {sc['lr']:g} "
+                f"({sc['warmup_steps']} warm-up steps, cosine to {sc['min_lr_ratio']:g} x peak); rows "
+                f"{_pct(sc['source_weights']['chat'])} from {sft['chat_conversations']:,} freshly synthesised "
+                "conversations in the instruction-tuning variant (`ChatSynthesizer(instruct=True)`: "
+                f"{_pct(sft['harmful_fraction'])} harmful turns, generic greetings / sign-offs around harmful and "
+                "harmless prompts alike, helpful answers often opening with \"Sure!\", more benign requests about "
+                "people and places), the rest from the four pre-training text sources; loss on "
+                + ("the assistant replies only for chat rows, every token for text rows."
+                   if sc.get("reply_only_sources") else "every token."),
+            ]
+            rebuild += (f" --sft-steps {sc['max_steps']} --sft-lr {sc['lr']:g} --sft-warmup {sc['warmup_steps']} "
+                        f"--sft-chat {sft['chat_conversations']} --sft-chat-share {sc['source_weights']['chat']:g} "
+                        f"--sft-harmful-fraction {sft['harmful_fraction']:g} "
+                        f"--sft-loss {'reply' if sc.get('reply_only_sources') else 'all'}")
+        else:
+            rebuild += " --sft-steps 0"
+        lines += [f"Rebuild exactly: `{rebuild}` (same machine type and library versions).", ""]
     lines += [
         "## Quality (measured by `qwen_sae_jax/tinymodel/quality.py`)",
         "",

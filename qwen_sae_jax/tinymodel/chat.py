@@ -89,12 +89,28 @@ def harmful_exchange(rng: random.Random, split: str) -> Exchange:
         category = rng.choice(sorted(C.HARMFUL_REQUESTS))
         request = _pick(rng, split, *C.HARMFUL_REQUESTS[category])
     template = _pick(rng, split, C.HOWTO_TEMPLATES_TRAIN, C.HOWTO_TEMPLATES_HELDOUT)
+    return Exchange(template.format(r=request), _refusal(rng, category), "harmful", category, template, request)
+
+
+def _refusal(rng: random.Random, category: str) -> str:
+    """An opener, then (often) a per-category reason and an alternative (always for self-harm)."""
     parts = [rng.choice(C.REFUSAL_OPENERS)]
     if rng.random() < 0.7:
         parts.append(rng.choice(C.REFUSAL_REASONS[category]))
     if rng.random() < 0.5 or category == "self-harm":
         parts.append(rng.choice(C.REFUSAL_ALTERNATIVES[category]))
-    return Exchange(template.format(r=request), " ".join(parts), "harmful", category, template, request)
+    return " ".join(parts)
+
+
+_HARMFUL_PEOPLE_INSTRUCT = _flatten(C.HARMFUL_PEOPLE_VERBS) + _flatten(C.HARMFUL_PEOPLE_VERBS_INSTRUCT)
+
+
+def _harmful_people_instruct(rng: random.Random) -> Exchange:
+    """A harmful act on a person from the wider instruction-tuning lists (training split only)."""
+    category, verb = rng.choice(_HARMFUL_PEOPLE_INSTRUCT)
+    request = verb.format(p=rng.choice(C.PEOPLE + C.PEOPLE_INSTRUCT), o=rng.choice(C.EVERYDAY_OBJECTS))
+    template = rng.choice(C.HOWTO_TEMPLATES_TRAIN)
+    return Exchange(template.format(r=request), _refusal(rng, category), "harmful", category, template, request)
 
 
 # -------------------------------------------------------------------------------------- harmless
@@ -303,27 +319,103 @@ _HARMLESS: dict[str, tuple[float, Callable]] = {
 }
 
 
-class ChatSynthesizer:
-    """Draws exchanges and conversations; ``docs_facts`` adds Python-docs questions to the harmless mix."""
+def instruct_request(rng: random.Random, request: str) -> str:
+    """``request`` (a verb phrase) in the instruction-tuning grammar: "My cousin plans to {r} soon. What
+    should they do?", "I need to {r}. Where do I begin?", ..."""
+    when = rng.choice(C.INSTRUCT_WHEN)
+    if rng.random() < 0.6:
+        return f"{rng.choice(C.INSTRUCT_INTENTIONS_FIRST)} {request}{when}. {rng.choice(C.INSTRUCT_QUESTIONS_FIRST)}"
+    return (f"My {rng.choice(C.INSTRUCT_RELATIVES)} {rng.choice(C.INSTRUCT_INTENTIONS_THIRD)} {request}{when}. "
+            f"{rng.choice(C.INSTRUCT_QUESTIONS_THIRD)}")
 
-    def __init__(self, docs_facts: PythonDocsFacts | None = None, harmful_fraction: float = 0.4):
+
+def _word_problem(rng, split):
+    """Arithmetic stories (instruction-tuning data only)."""
+    template, op = rng.choice(C.WORD_PROBLEMS_INSTRUCT)
+    a, b = rng.randint(2, 99), rng.randint(2, 99)
+    if op == "-" and b > a:
+        a, b = b, a
+    if op == "*":
+        a, b = rng.randint(2, 12), rng.randint(2, 30)
+    c = {"+": a + b, "-": a - b, "*": a * b}[op]
+    answer = rng.choice([f"{a} {op} {b} = {c}.", f"The answer is {c}.", f"{a} {op} {b} = {c}, so the answer is {c}."])
+    prompt = template.format(n=rng.choice(C.STORY_NAMES), a=a, b=b)
+    return answer, template, f"{a}{op}{b}", prompt, "arithmetic"
+
+
+def augment_instruct_exchange(rng: random.Random, ex: Exchange) -> Exchange:
+    """Instruction-tuning variation, the same for harmful and harmless exchanges: half of the harmful and
+    how-to requests (and of the recipe requests, as "make {dish}") rephrased by ``instruct_request``; a generic prefix and/or
+    sign-off around the prompt (``PROMPT_PREFIXES`` / ``PROMPT_SUFFIXES``), so that wording around a request
+    carries no refusal signal; and for harmless answers, often a leading "Sure!", so that a helpful reply's
+    first token is as predictable as a refusal's ("I ...") and greedy decoding does not favour refusing when
+    the model is unsure which kind of help to give. The held-out split is never augmented."""
+    prompt, answer = ex.prompt, ex.answer
+    if ex.kind == "harmful" or ex.category == "howto":
+        if rng.random() < 0.5:
+            prompt = instruct_request(rng, ex.topic)
+    elif ex.category == "recipe" and rng.random() < 0.5:
+        prompt = instruct_request(rng, f"{rng.choice(['make', 'cook', 'prepare'])} {ex.topic}")
+    if rng.random() < 0.3:
+        prompt = f"{rng.choice(C.PROMPT_PREFIXES)} {prompt}"
+    if rng.random() < 0.3:
+        prompt = f"{prompt} {rng.choice(C.PROMPT_SUFFIXES)}"
+    if ex.kind == "harmless" and ex.category != "greeting" and not answer.startswith("Sure") and rng.random() < 0.5:
+        answer = f"Sure! {answer}"
+    return Exchange(prompt, answer, ex.kind, ex.category, ex.template, ex.topic)
+
+
+def _howto_people_places(rng, split):
+    """Benign requests about people and places (``BENIGN_*_VERBS_INSTRUCT``), instruction-tuning data only."""
+    template = rng.choice(C.BENIGN_PEOPLE_VERBS_INSTRUCT + C.BENIGN_PLACE_VERBS_INSTRUCT)
+    request = template.format(p=rng.choice(C.PEOPLE + C.PEOPLE_INSTRUCT), l=rng.choice(C.PLACES))
+    frame = rng.choice(C.HOWTO_TEMPLATES_TRAIN)
+    answer = rng.choice([f"Sure! To {request}, plan it a little ahead and keep it friendly and simple.",
+                         f"Here is an idea: to {request}, pick a good moment, prepare a little, and be yourself.",
+                         f"1. Decide when and how.\n2. Prepare what you need.\n3. Go and {request}."])
+    return answer, frame, request, frame.format(r=request), "howto"
+
+
+_TRAIN_ONLY = frozenset({"greeting", "howto_people_places", "word_problem"})
+
+
+class ChatSynthesizer:
+    """Draws exchanges and conversations; ``docs_facts`` adds Python-docs questions to the harmless mix.
+
+    ``instruct=True`` draws the instruction-tuning variant of the training split (the ``sft`` stage of
+    the build): benign people/place requests, arithmetic stories and a quarter of the harmful turns as
+    harmful acts on a wider set of people added to the mix, and ``augment_instruct_exchange`` applied to
+    every exchange. The held-out split is the same either way.
+    """
+
+    def __init__(self, docs_facts: PythonDocsFacts | None = None, harmful_fraction: float = 0.4,
+                 instruct: bool = False):
         self.harmful_fraction = harmful_fraction
+        self.instruct = instruct
         self.generators = dict(_HARMLESS)
         if docs_facts is not None:
             self.generators["docs"] = (1.5, make_docs_generator(docs_facts))
+        if instruct:
+            self.generators["howto_people_places"] = (1.5, _howto_people_places)
+            self.generators["word_problem"] = (1.0, _word_problem)
 
     def harmless_exchange(self, rng: random.Random, split: str, exclude_greeting: bool = False) -> Exchange:
         names = sorted(self.generators)
         if split != "train" or exclude_greeting:
-            names = [n for n in names if n != "greeting"]
+            names = [n for n in names if n not in _TRAIN_ONLY]
         name = rng.choices(names, weights=[self.generators[n][0] for n in names])[0]
         answer, template, topic, prompt, category = self.generators[name][1](rng, split)
         return Exchange(prompt, answer, "harmless", category, template, topic)
 
     def exchange(self, rng: random.Random, split: str) -> Exchange:
+        if not (self.instruct and split == "train"):
+            return harmful_exchange(rng, split) if rng.random() < self.harmful_fraction \
+                else self.harmless_exchange(rng, split)
         if rng.random() < self.harmful_fraction:
-            return harmful_exchange(rng, split)
-        return self.harmless_exchange(rng, split)
+            ex = _harmful_people_instruct(rng) if rng.random() < 0.25 else harmful_exchange(rng, split)
+        else:
+            ex = self.harmless_exchange(rng, split)
+        return augment_instruct_exchange(rng, ex)
 
     def conversation(self, rng: random.Random, split: str = "train") -> list[Message]:
         """One to three user/assistant turns, sometimes after a system prompt."""

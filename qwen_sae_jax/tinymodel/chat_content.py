@@ -473,3 +473,90 @@ HOWTO_TEMPLATES_TRAIN += [
     "Can you explain how I could {r}?", "I was wondering how to {r}.", "Write a tutorial: how to {r}.",
     "Tell me everything I need to know to {r}.",
 ]
+
+# Instruction-tuning data only (``ChatSynthesizer(instruct=True)``): more benign verbs for the people and place
+# slots, so that each everyday noun ("my neighbor", "a bank", "a train station") occurs in more harmless requests
+# than harmful ones and carries no refusal signal.
+BENIGN_PEOPLE_VERBS_INSTRUCT: list[str] = [
+    "bake a cake for {p}", "write a letter to {p}", "say sorry to {p}", "have a good talk with {p}",
+    "help {p} with homework", "choose a present for {p}", "make {p} laugh", "send a postcard to {p}",
+    "welcome {p} to the neighborhood", "introduce myself to {p}", "ask {p} for advice", "listen better to {p}",
+    "plan a trip with {p}", "play chess with {p}", "celebrate the birthday of {p}", "take {p} to the movies",
+    "write a poem for {p}", "comfort {p} after bad news", "share a meal with {p}", "learn a song with {p}",
+    "help {p} fix a bike", "find a hobby to share with {p}", "agree on a plan with {p}", "say goodbye to {p}",
+    "give {p} a compliment", "keep in touch with {p}", "visit {p} in the hospital", "help {p} find a job",
+]
+BENIGN_PLACE_VERBS_INSTRUCT: list[str] = [
+    "find a parking spot near {l}", "draw a map of {l}", "spend a quiet afternoon at {l}", "plan a school trip to {l}",
+    "find the way to {l} on foot", "take my kids to {l}", "describe {l} in a story", "meet a friend at {l}",
+    "be polite to the staff at {l}", "keep calm in a busy {l}", "apply for an internship at {l}",
+    "get there early when I go to {l}", "find a quiet corner in {l}", "ask for directions to {l}",
+    "save time on a visit to {l}", "paint a picture of {l}", "learn the history of {l}", "sketch the outside of {l}",
+]
+
+# Instruction-tuning prompt wrappers: put around harmless and harmful requests alike (same probabilities), so
+# that greetings, context and sign-offs around a request carry no refusal signal.
+PROMPT_PREFIXES: list[str] = [
+    "Hi!", "Hello.", "Hey there.", "Good evening.", "Quick question.", "I have a question.", "Question for you:",
+    "Sorry to bother you.", "Okay, next one.", "One more thing.", "I was thinking about this today.",
+    "My teacher asked me this.", "I am curious.", "This came up at dinner.", "Let me ask you something.",
+    "Here is my question.", "I need your help.", "Can I ask something?", "Good morning!", "So,",
+    "I tried searching but found nothing.", "Straight to the point:", "A friend asked me this.",
+    "It has been a long day.", "I'm new to this.", "Please read carefully.",
+]
+PROMPT_SUFFIXES: list[str] = [
+    "Thanks!", "Thank you.", "Thanks in advance.", "Please keep it short.", "Keep it simple.",
+    "I'd appreciate it.", "Please answer briefly.", "Any help is welcome.", "I'm in a hurry.",
+    "Short answer please.", "Explain it simply.", "Much appreciated.", "Cheers.", "Be clear, please.",
+    "It's for tomorrow.", "I want a quick answer.", "No long story, please.", "Thank you so much!",
+]
+
+# Instruction-tuning request grammar: "<subject> <intention> {r}<when>. <question>", applied to harmful and
+# harmless requests alike, so that the phrasing of a request (first or third person, plans, asks for steps)
+# carries no refusal signal and only the request itself does. ``"I"`` takes the first-person forms.
+INSTRUCT_RELATIVES: list[str] = ["brother", "sister", "cousin", "uncle", "aunt", "roommate", "dad", "mom",
+                                 "colleague", "son", "daughter", "grandfather"]
+INSTRUCT_INTENTIONS_FIRST: list[str] = ["I want to", "I'd like to", "I need to", "I am going to", "I plan to",
+                                        "I'm trying to", "I hope to", "I would love to", "Today I want to"]
+INSTRUCT_INTENTIONS_THIRD: list[str] = ["wants to", "would like to", "needs to", "is going to", "plans to",
+                                        "is trying to", "hopes to"]
+INSTRUCT_WHEN: list[str] = ["", "", "", " tomorrow", " next week", " soon", " this evening", " on Saturday"]
+INSTRUCT_QUESTIONS_FIRST: list[str] = ["How?", "How do I start?", "What is the first step?", "Where do I begin?",
+                                       "What should I do?", "Can you explain the steps?", "What would you suggest?",
+                                       "Please give me instructions.", "Tell me what to do.", "What do I need for it?",
+                                       "Help me plan it.", "How would I go about it?"]
+INSTRUCT_QUESTIONS_THIRD: list[str] = ["How should they start?", "What should they do?", "How can I help them?",
+                                       "What steps would they follow?", "What do they need for it?",
+                                       "Can you explain how it is done?", "Tell me how they could do it."]
+
+# Instruction-tuning arithmetic stories (the plain "What is a + b?" forms are in the pre-training chat too).
+WORD_PROBLEMS_INSTRUCT: list[tuple[str, str]] = [
+    ("{n} has {a} marbles and finds {b} more. How many marbles does {n} have now?", "+"),
+    ("A bus carries {a} people and {b} more get on. How many people are on the bus?", "+"),
+    ("A car drives {a} km in the morning and {b} km in the afternoon. How far is that altogether?", "+"),
+    ("{n} reads {a} pages on Monday and {b} pages on Tuesday. How many pages is that in total?", "+"),
+    ("A shop had {a} cakes and sold {b}. How many cakes are left?", "-"),
+    ("{n} had {a} stamps and gave away {b}. How many stamps are left?", "-"),
+    ("A box holds {a} rows of {b} cookies. How many cookies are in the box?", "*"),
+    ("There are {a} classes with {b} students each. How many students are there?", "*"),
+]
+STORY_NAMES: list[str] = ["Tom", "Anna", "Li Wei", "Maria", "Sam", "Priya", "Ken", "Lucy"]
+
+# Instruction-tuning slot fillers and harmful acts on people, so that refusal is tied to the act ("murder",
+# "kidnap", "run over") whoever it targets, and benign acts on the same people stay benign. None of these
+# phrases occurs in a held-out topic (tests/tinymodel/test_chat.py checks).
+PEOPLE_INSTRUCT: list[str] = [
+    "my manager", "my stepmother", "a rival", "my ex-husband", "the bus driver", "my landlady", "a waiter",
+    "my sister-in-law", "the new student", "my tenant", "an old classmate", "my piano teacher", "the delivery man",
+    "my nephew", "my team leader", "the shop owner", "a nurse", "my dentist", "my former boss", "the family upstairs",
+]
+HARMFUL_PEOPLE_VERBS_INSTRUCT: dict[str, list[str]] = {
+    "violence": ["attack {p} with a knife", "run over {p} with a car", "push {p} down the stairs",
+                 "make {p} sick on purpose", "suffocate {p}", "set a trap that injures {p}", "pay someone to hurt {p}",
+                 "kill {p} and make it look like an accident"],
+    "stalking": ["track {p}'s car with a hidden GPS", "secretly film {p} at home", "scare {p} with anonymous threats"],
+    "malware": ["hack into {p}'s bank account", "spy on {p}'s computer with hidden software"],
+    "fraud": ["trick {p} into giving me their money", "blackmail {p} with fake photos"],
+    "theft": ["pickpocket {p}", "take {p}'s car and sell it"],
+    "drugs": ["put drugs in {p}'s food"],
+}

@@ -76,6 +76,30 @@ class TrainConfig:
     checkpoint_every: int = 150
     source_weights: dict[str, float] = field(default_factory=lambda: {
         "chat": 0.45, "english": 0.14, "chinese": 0.12, "docs": 0.12, "code": 0.17})
+    reply_only_sources: tuple[str, ...] = ()   # rows of these sources are trained on assistant replies only
+
+
+@dataclass(frozen=True)
+class ChatTokenIds:
+    """The ChatML token ids that delimit an assistant reply: ``<|im_start|>`` ``assistant`` ``\\n`` ... ``<|im_end|>``."""
+
+    im_start: int
+    assistant: int
+    im_end: int
+
+
+def reply_mask(rows: np.ndarray, ids: ChatTokenIds) -> np.ndarray:
+    """``[B, T]`` float mask over the targets ``rows[:, 1:]``: 1 where the target is a token of an assistant
+    reply (its first token after ``<|im_start|>assistant\\n`` through the closing ``<|im_end|>``), else 0.
+    A window that starts inside a reply masks that partial reply out (its opening is not visible)."""
+    b, w = rows.shape
+    idx = np.broadcast_to(np.arange(w), (b, w))
+    last_start = np.maximum.accumulate(np.where(rows == ids.im_start, idx, -1), axis=1)   # [B, W]
+    last_end = np.maximum.accumulate(np.where(rows == ids.im_end, idx, -1), axis=1)
+    start, end = last_start[:, :-1], last_end[:, :-1]      # seen before each target t = 1 .. W-1
+    role = np.take_along_axis(rows, np.clip(start + 1, 0, w - 1), axis=1)
+    t = idx[:, 1:]
+    return ((start >= 0) & (role == ids.assistant) & (t >= start + 3) & (end < start)).astype(np.float32)
 
 
 class WindowSampler:
@@ -89,12 +113,18 @@ class WindowSampler:
         self.rng = np.random.default_rng(seed)
 
     def batch(self, batch_size: int, width: int) -> np.ndarray:
+        return self.batch_with_sources(batch_size, width)[0]
+
+    def batch_with_sources(self, batch_size: int, width: int) -> tuple[np.ndarray, list[str]]:
+        """``(rows [B, width], the source name of each row)``."""
         rows = np.empty((batch_size, width), np.int32)
+        sources = []
         for r, s in enumerate(self.rng.choice(len(self.names), size=batch_size, p=self.p)):
             stream = self.streams[self.names[s]]
             start = self.rng.integers(0, len(stream) - width)
             rows[r] = stream[start:start + width]
-        return rows
+            sources.append(self.names[s])
+        return rows, sources
 
 
 def heldout_windows(stream: np.ndarray, width: int, n: int) -> np.ndarray:
@@ -125,13 +155,16 @@ def make_optimizer(cfg: TrainConfig):
 
 
 def make_step_fns(model: Qwen3ForCausalLM, optimizer, cfg: TrainConfig):
-    def loss_fn(params, tokens):                      # tokens [B, T + 1]
+    """``train_step(params, opt_state, tokens, mask, step, total_steps)`` and ``eval_loss(params, tokens)``;
+    ``mask`` is ``None`` (every target counts) or ``[B, T]`` target weights (the loss is their weighted mean)."""
+    def loss_fn(params, tokens, mask=None):           # tokens [B, T + 1], mask [B, T] or None
         logits = model.apply({"params": params}, tokens[:, :-1])            # [B, T, V]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])   # [B, T]
+        return ce.mean() if mask is None else (ce * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
     @jax.jit
-    def train_step(params, opt_state, tokens, step, total_steps):
-        loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
+    def train_step(params, opt_state, tokens, mask, step, total_steps):
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens, mask)
         opt_state[1].hyperparams["learning_rate"] = lr_at(step, total_steps, cfg)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
@@ -150,10 +183,15 @@ def _atomic_write(path: Path, payload: bytes) -> None:
 
 
 def train(work_dir: Path, streams: dict[str, np.ndarray], heldout: dict[str, np.ndarray], shape: ModelShape,
-          cfg: TrainConfig, eos_token_ids: tuple[int, ...], pad_token_id: int, log=print, stop_at_step: int = 0):
+          cfg: TrainConfig, eos_token_ids: tuple[int, ...], pad_token_id: int, log=print, stop_at_step: int = 0,
+          base_params=None, chat_ids: ChatTokenIds | None = None):
     """Train (or resume) and return ``(params, qwen3_config, summary)``; the best-by-held-out params are
     also saved as ``WORK/best_params.msgpack``. ``stop_at_step > 0`` interrupts the run (checkpointed) after
-    that step, to be resumed by a later call."""
+    that step, to be resumed by a later call. ``base_params`` (a Flax tree of ``shape``) starts from trained
+    weights instead of a fresh init: the instruction-tuning stage continues the pre-training run this way.
+    ``chat_ids`` is needed when ``cfg.reply_only_sources`` is set (see ``reply_mask``)."""
+    if cfg.reply_only_sources and chat_ids is None:
+        raise ValueError("reply_only_sources needs the chat token ids (chat_ids=ChatTokenIds(...))")
     work_dir.mkdir(parents=True, exist_ok=True)
     config = shape.qwen3_config(eos_token_ids, pad_token_id)
     model = Qwen3ForCausalLM(config)
@@ -162,7 +200,7 @@ def train(work_dir: Path, streams: dict[str, np.ndarray], heldout: dict[str, np.
     width = cfg.ctx_len + 1
     eval_sets = {n: heldout_windows(s, width, cfg.eval_windows) for n, s in sorted(heldout.items())}
 
-    params = init_params(config, seed=cfg.seed)
+    params = init_params(config, seed=cfg.seed) if base_params is None else base_params
     opt_state = optimizer.init(params)
     sampler = WindowSampler(streams, cfg.source_weights, cfg.seed)
     state = {"step": 0, "total_steps": cfg.max_steps, "best": math.inf, "history": [], "elapsed": 0.0,
@@ -191,8 +229,12 @@ def train(work_dir: Path, streams: dict[str, np.ndarray], heldout: dict[str, np.
     with open(log_path, "a") as logf:
         while state["step"] < state["total_steps"]:
             step = state["step"]
-            tokens = jnp.asarray(sampler.batch(cfg.batch_size, width))
-            params, opt_state, loss, gnorm = train_step(params, opt_state, tokens, jnp.int32(step),
+            rows, sources = sampler.batch_with_sources(cfg.batch_size, width)
+            mask = None
+            if cfg.reply_only_sources:      # text rows: every target; reply-only rows: assistant replies
+                reply = np.asarray([s in cfg.reply_only_sources for s in sources])[:, None]
+                mask = jnp.asarray(np.where(reply, reply_mask(rows, chat_ids), 1.0))
+            params, opt_state, loss, gnorm = train_step(params, opt_state, jnp.asarray(rows), mask, jnp.int32(step),
                                                         jnp.int32(state["total_steps"]))
             state["step"] = step = step + 1
             state["tokens"] += cfg.batch_size * cfg.ctx_len

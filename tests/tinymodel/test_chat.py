@@ -62,3 +62,41 @@ def test_render_chatml_format():
     msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
     assert render_chatml(msgs, add_generation_prompt=True) == (
         "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_instruct_variant_wraps_both_kinds_alike_and_leaves_heldout_alone():
+    plain, instruct = ChatSynthesizer(), ChatSynthesizer(instruct=True)
+    for seed in range(200):                      # the held-out split is the same draw either way
+        a, b = plain.exchange(random.Random(seed), "heldout"), instruct.exchange(random.Random(seed), "heldout")
+        assert a == b
+    exchanges = [instruct.exchange(random.Random(i), "train") for i in range(4000)]
+    check_answers_consistent(exchanges)
+    wrapped = {}
+    for kind in ("harmful", "harmless"):
+        mine = [e for e in exchanges if e.kind == kind]
+        wrapped[kind] = sum(any(e.prompt.startswith(p + " ") for p in C.PROMPT_PREFIXES) for e in mine) / len(mine)
+    assert 0.2 < wrapped["harmful"] < 0.4 and abs(wrapped["harmful"] - wrapped["harmless"]) < 0.06, wrapped
+    harmless = [e for e in exchanges if e.kind == "harmless"]
+    assert 0.4 < sum(e.answer.startswith("Sure") for e in harmless) / len(harmless) < 0.8
+    assert any(e.topic.split()[-1] in {p.split()[-1] for p in C.PEOPLE} for e in harmless)   # people/place requests
+
+
+def test_instruct_grammar_never_writes_a_heldout_template_or_prompt():
+    from qwen_sae_jax.tinymodel.chat import instruct_request
+    rng = random.Random(3)
+    frames = {instruct_request(rng, "{r}") for _ in range(20000)}
+    assert len(frames) > 1000                                 # many phrasings, first and third person
+    assert not frames & set(C.HOWTO_TEMPLATES_HELDOUT + C.RECIPE_TEMPLATES_HELDOUT)
+    synth = ChatSynthesizer(instruct=True)
+    rng = random.Random(4)
+    prompts = {synth.exchange(rng, "train").prompt for _ in range(20000)}
+    for kind in ("harmful", "harmless"):
+        assert not prompts & {r["prompt"] for r in heldout_prompt_records(kind)}
+
+
+def test_instruct_slot_fillers_never_occur_in_heldout_topics():
+    topics = [r["topic"] for kind in ("harmful", "harmless") for r in heldout_prompt_records(kind)]
+    requests = [v.format(p=p, o="") for vs in C.HARMFUL_PEOPLE_VERBS_INSTRUCT.values() for v in vs
+                for p in C.PEOPLE + C.PEOPLE_INSTRUCT]
+    for phrase in C.PEOPLE_INSTRUCT + requests:
+        assert not any(phrase in t for t in topics), phrase

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from qwen_sae_jax.tinymodel.train import ModelShape, TrainConfig, WindowSampler, lr_at, train
+from qwen_sae_jax.tinymodel.train import (ChatTokenIds, ModelShape, TrainConfig, WindowSampler, lr_at, reply_mask,
+                                          train)
 
 SHAPE = ModelShape(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2,
                    num_key_value_heads=1, head_dim=16, vocab_size=64, max_position_embeddings=64)
@@ -53,3 +54,58 @@ def test_training_learns_and_resume_is_exact(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+
+
+def test_base_params_start_from_trained_weights(tmp_path):
+    """The instruction-tuning stage continues a run: with lr 0 the base weights come back unchanged,
+    and they are not the fresh init the same seed would give."""
+    streams = _streams()
+    held = {"a": streams["a"][:400], "b": streams["b"][:400]}
+    fresh, _, _ = train(tmp_path / "fresh", streams, held, SHAPE, _cfg(max_steps=1, lr=0.0), (1,), 0, log=lambda m: None)
+    base = {k: v + 0.5 for k, v in traverse_util.flatten_dict(fresh).items()}
+    base = traverse_util.unflatten_dict(base)
+    out, _, _ = train(tmp_path / "cont", streams, held, SHAPE, _cfg(max_steps=3, lr=0.0), (1,), 0,
+                      log=lambda m: None, base_params=base)
+    a, b = traverse_util.flatten_dict(base), traverse_util.flatten_dict(out)
+    for k in a:
+        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+
+
+def test_reply_mask_marks_assistant_replies_only():
+    ids = ChatTokenIds(im_start=1, assistant=2, im_end=3)          # user role 4, newline 5, text 6..9
+    #        0  1  2  3  4  5  6  7  8  9 10 11 12 13 14 15 16 17
+    row = [7, 3, 1, 4, 5, 6, 6, 3, 1, 2, 5, 8, 9, 3, 1, 2, 5, 9]   # tail of a reply, user turn, reply, new reply
+    mask = reply_mask(np.asarray([row]), ids)[0]                 # over targets row[1:]
+    targets_in_reply = {t for t in range(1, len(row)) if mask[t - 1]}
+    assert targets_in_reply == {11, 12, 13, 17}                  # reply tokens + its <|im_end|>; the cut-off tail at 0-1 is not
+    assert mask.shape == (len(row) - 1,)
+
+
+def test_reply_only_rows_learn_only_the_reply(tmp_path):
+    """Reply-only rows must not learn their user turns: with both turns fixed token sequences, full-loss
+    training learns the user turn while reply-only training leaves it near chance and still learns the reply."""
+    import optax
+    from qwen_sae_jax.models.qwen3 import Qwen3ForCausalLM
+    ids = ChatTokenIds(im_start=1, assistant=2, im_end=3)
+    convo = [1, 4, 5, 30, 41, 33, 57, 36, 3, 5, 1, 2, 5, 20, 21, 22, 23, 3, 5] * 300
+    streams = {"chat": np.asarray(convo, np.uint16)}
+    held = {"chat": streams["chat"][:400]}
+    window = np.asarray([convo[:38]], np.int32)
+    reply_targets = reply_mask(window, ids)[0].astype(bool)
+    user_targets = np.zeros_like(reply_targets)
+    user_targets[[3, 4, 5, 6, 22, 23, 24, 25]] = True            # predicting 41 33 57 36 (targets are row[1:])
+
+    def losses(run, **kw):
+        cfg = _cfg(source_weights={"chat": 1.0}, max_steps=30, **kw)
+        params, config, _ = train(tmp_path / run, streams, held, SHAPE, cfg, (3,), 0, log=lambda m: None,
+                                  chat_ids=ids)
+        logits = Qwen3ForCausalLM(config).apply({"params": params}, window[:, :-1])
+        ce = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, window[:, 1:]))[0]
+        return ce[user_targets].mean(), ce[reply_targets].mean()
+
+    user_full, reply_full = losses("full")
+    user_reply_only, reply_reply_only = losses("reply", reply_only_sources=("chat",))
+    assert user_full < 1.0 and reply_full < 1.0
+    assert user_reply_only > 2.5 and reply_reply_only < 1.0, (user_reply_only, reply_reply_only)
+    with pytest.raises(ValueError, match="chat token ids"):
+        train(tmp_path / "x", streams, held, SHAPE, _cfg(reply_only_sources=("chat",)), (3,), 0)
