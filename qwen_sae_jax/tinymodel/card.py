@@ -99,7 +99,7 @@ def render_card(report: dict, train: dict | None, corpus_stats: dict | None, see
             sc = sft["train_config"]
             lines += [
                 "",
-                f"Instruction tuning (`sft` stage), from the {sft['base']}: {sft['steps']:,} steps "
+                f"Instruction tuning (`sft` stage), from {sft['base']}: {sft['steps']:,} steps "
                 f"({sft['tokens']:,} tokens) in {sft['elapsed_s'] / 60:.1f} minutes, peak LR {sc['lr']:g} "
                 f"({sc['warmup_steps']} warm-up steps, cosine to {sc['min_lr_ratio']:g} x peak); rows "
                 f"{_pct(sc['source_weights']['chat'])} from {sft['chat_conversations']:,} freshly synthesised "

@@ -16,7 +16,7 @@ def test_card_states_the_rebuild_command_with_or_without_instruction_tuning():
     card = render_card(report, pre_only, None, seed=0)
     assert f"--max-steps {pre_only['total_steps']} --time-budget 0 --sft-steps 0`" in card
     assert "Instruction tuning" not in card
-    sft = {"base": "pre-training run, step 10", "steps": 7, "tokens": 7 * 4096, "elapsed_s": 60.0,
+    sft = {"base": "the pre-training run (step 10)", "steps": 7, "tokens": 7 * 4096, "elapsed_s": 60.0,
            "chat_conversations": 123, "harmful_fraction": 0.25,
            "train_config": {"lr": 5e-4, "warmup_steps": 2, "min_lr_ratio": 0.1, "max_steps": 7,
                             "source_weights": {"chat": 0.8, "code": 0.2},
@@ -24,6 +24,6 @@ def test_card_states_the_rebuild_command_with_or_without_instruction_tuning():
     card = render_card(report, dict(pre_only, sft=sft), None, seed=3)
     assert "--seed 3" in card and ("--sft-steps 7 --sft-lr 0.0005 --sft-warmup 2 --sft-chat 123 --sft-chat-share 0.8 "
                                    "--sft-harmful-fraction 0.25 --sft-loss reply`") in card
-    assert "Instruction tuning (`sft` stage), from the pre-training run, step 10: 7 steps" in card
+    assert "Instruction tuning (`sft` stage), from the pre-training run (step 10): 7 steps" in card
     assert "80.0% from 123 freshly synthesised conversations" in card and "25.0% harmful turns" in card
     assert "assistant replies only for chat rows" in card
