@@ -15,7 +15,7 @@ Stages (run all, or pick with --stages):
 
 Examples:
   python launch/build_tiny_model.py                          # everything, 45-minute training budget
-  python launch/build_tiny_model.py --max-steps 986 --time-budget 0 --sft-steps 400   # repeat a recorded run exactly
+  python launch/build_tiny_model.py --max-steps 986 --time-budget 0   # the committed model, bit for bit (see its card)
   python launch/build_tiny_model.py --stages quality         # re-measure the committed model
 """
 from __future__ import annotations
@@ -232,15 +232,15 @@ def main(argv=None) -> None:
     p.add_argument("--max-steps", type=int, default=6000, help="training steps at most (the cosine schedule's length)")
     p.add_argument("--time-budget", type=float, default=2700.0,
                    help="seconds of training; 0 = run exactly --max-steps (the deterministic rebuild)")
-    p.add_argument("--sft-steps", type=int, default=400, help="instruction-tuning steps (0: skip the sft stage)")
+    p.add_argument("--sft-steps", type=int, default=700, help="instruction-tuning steps (0: skip the sft stage)")
     p.add_argument("--sft-lr", type=float, default=1e-3, help="peak learning rate of instruction tuning")
     p.add_argument("--sft-warmup", type=int, default=20, help="warm-up steps of instruction tuning")
-    p.add_argument("--sft-chat", type=int, default=20_000, help="synthetic instruction-tuning conversations")
-    p.add_argument("--sft-chat-share", type=float, default=0.7,
+    p.add_argument("--sft-chat", type=int, default=30_000, help="synthetic instruction-tuning conversations")
+    p.add_argument("--sft-chat-share", type=float, default=0.8,
                    help="share of instruction-tuning rows drawn from chat (the rest: the four text sources equally)")
-    p.add_argument("--sft-harmful-fraction", type=float, default=0.33,
+    p.add_argument("--sft-harmful-fraction", type=float, default=0.4,
                    help="share of harmful user turns in the instruction-tuning chat")
-    p.add_argument("--sft-loss", choices=("reply", "all"), default="reply",
+    p.add_argument("--sft-loss", choices=("reply", "all"), default="all",
                    help="instruction-tuning loss on chat rows: the assistant replies only (reply), or every token (all)")
     p.add_argument("--sft-from", type=Path, default=None,
                    help="instruction-tune this HF model directory instead of the pre-training run's checkpoint "
