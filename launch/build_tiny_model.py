@@ -148,11 +148,11 @@ def stage_sft(args) -> None:
     if args.sft_from is not None:         # an HF directory (e.g. a previously exported pre-trained model)
         from qwen_sae_jax.models.qwen3.params import load_hf
         config, params = load_hf(args.sft_from)
-        shape = ModelShape(**{k: getattr(config, k) for k in ModelShape.__dataclass_fields__})
         base = f"the weights in {args.sft_from}"
     else:
         params, config, step = _load_checkpoint(args, "run")
-        shape, base = _model_shape(args), f"the pre-training run (step {step})"
+        base = f"the pre-training run (step {step})"
+    shape = ModelShape(**{k: getattr(config, k) for k in ModelShape.__dataclass_fields__})   # the base's own shape
     synth = ChatSynthesizer(PythonDocsFacts.from_sources(corpus.PYDOC_SOURCES),
                             harmful_fraction=args.sft_harmful_fraction, instruct=True)
     rng = random.Random(f"{args.seed}-chat-sft")

@@ -97,6 +97,7 @@ def render_card(report: dict, train: dict | None, corpus_stats: dict | None, see
         rebuild = f"python launch/build_tiny_model.py --seed {seed} --max-steps {train['total_steps']} --time-budget 0"
         if sft:
             sc = sft["train_config"]
+            loss = "reply" if sc.get("reply_only_sources") else "all"
             lines += [
                 "",
                 f"Instruction tuning (`sft` stage), from {sft['base']}: {sft['steps']:,} steps "
@@ -108,12 +109,12 @@ def render_card(report: dict, train: dict | None, corpus_stats: dict | None, see
                 "harmless prompts alike, helpful answers often opening with \"Sure!\", more benign requests about "
                 "people and places), the rest from the four pre-training text sources; loss on "
                 + ("the assistant replies only for chat rows, every token for text rows."
-                   if sc.get("reply_only_sources") else "every token."),
+                   if loss == "reply" else "every token."),
             ]
             rebuild += (f" --sft-steps {sc['max_steps']} --sft-lr {sc['lr']:g} --sft-warmup {sc['warmup_steps']} "
                         f"--sft-chat {sft['chat_conversations']} --sft-chat-share {sc['source_weights']['chat']:g} "
                         f"--sft-harmful-fraction {sft['harmful_fraction']:g} "
-                        f"--sft-loss {'reply' if sc.get('reply_only_sources') else 'all'}")
+                        f"--sft-loss {loss}")
         else:
             rebuild += " --sft-steps 0"
         lines += [f"Rebuild exactly: `{rebuild}` (same machine type and library versions).", ""]

@@ -399,23 +399,21 @@ class ChatSynthesizer:
             self.generators["howto_people_places"] = (1.5, _howto_people_places)
             self.generators["word_problem"] = (1.0, _word_problem)
 
-    def harmless_exchange(self, rng: random.Random, split: str, exclude_greeting: bool = False) -> Exchange:
+    def harmless_exchange(self, rng: random.Random, split: str) -> Exchange:
         names = sorted(self.generators)
-        if split != "train" or exclude_greeting:
+        if split != "train":
             names = [n for n in names if n not in _TRAIN_ONLY]
         name = rng.choices(names, weights=[self.generators[n][0] for n in names])[0]
         answer, template, topic, prompt, category = self.generators[name][1](rng, split)
         return Exchange(prompt, answer, "harmless", category, template, topic)
 
     def exchange(self, rng: random.Random, split: str) -> Exchange:
-        if not (self.instruct and split == "train"):
-            return harmful_exchange(rng, split) if rng.random() < self.harmful_fraction \
-                else self.harmless_exchange(rng, split)
+        instruct = self.instruct and split == "train"
         if rng.random() < self.harmful_fraction:
-            ex = _harmful_people_instruct(rng) if rng.random() < 0.25 else harmful_exchange(rng, split)
+            ex = _harmful_people_instruct(rng) if instruct and rng.random() < 0.25 else harmful_exchange(rng, split)
         else:
             ex = self.harmless_exchange(rng, split)
-        return augment_instruct_exchange(rng, ex)
+        return augment_instruct_exchange(rng, ex) if instruct else ex
 
     def conversation(self, rng: random.Random, split: str = "train") -> list[Message]:
         """One to three user/assistant turns, sometimes after a system prompt."""
