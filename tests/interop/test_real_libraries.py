@@ -1,7 +1,9 @@
-"""Cross-check with the real SAELens and sparsify packages, both directions (skipped when they are not
-installed; they are not dependencies of this project). See docs/interop.md for how this was run."""
+"""Cross-check with the real SAELens and sparsify packages, both directions (test dependencies of the
+project, so these run in CI). See docs/interop.md."""
 import numpy as np
 import pytest
+import sae_lens
+import sparsify
 import torch
 
 from qwen_sae_jax.interop import export_saes, load_sae
@@ -13,7 +15,6 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "jumprelu", "relu"])
 @pytest.mark.parametrize("apply_b_dec", [True, False])
 def test_saelens_loads_our_export(tmp_path, architecture, apply_b_dec):
-    sae_lens = pytest.importorskip("sae_lens")
     sae = make_sae(architecture, apply_b_dec, act_scale=0.7)
     export_saes({"s": sae}, tmp_path / "out", "saelens")
     theirs = sae_lens.SAE.load_from_disk(str(tmp_path / "out"))
@@ -27,7 +28,6 @@ def test_saelens_loads_our_export(tmp_path, architecture, apply_b_dec):
 
 @pytest.mark.parametrize("kind", ["topk-rescaled", "jumprelu", "standard"])
 def test_we_load_saelens_saves(tmp_path, kind):
-    sae_lens = pytest.importorskip("sae_lens")
     from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 
     torch.manual_seed(0)
@@ -50,12 +50,10 @@ def test_we_load_saelens_saves(tmp_path, kind):
         z = theirs.encode(torch.from_numpy(x))
         np.testing.assert_allclose(np.asarray(ours.encode(x)), z.numpy(), **TOL)
         np.testing.assert_allclose(np.asarray(ours(x)), theirs.decode(z).numpy(), **TOL)
-    del sae_lens
 
 
 @pytest.mark.parametrize("apply_b_dec", [True, False])
 def test_sparsify_roundtrip_with_the_real_package(tmp_path, apply_b_dec):
-    sparsify = pytest.importorskip("sparsify")
     sae = make_sae("topk", apply_b_dec, act_scale=1.9, hook="layers.1.mlp")
     export_saes({"s": sae}, tmp_path / "repo", "sparsify")
     theirs = sparsify.SparseCoder.load_from_disk(tmp_path / "repo" / "layers.1.mlp")

@@ -86,7 +86,7 @@ def test_tensorboard_events_hold_every_logged_scalar(tmp_path):
 
 def test_wandb_gets_the_run_config_and_flat_metrics(tmp_path, monkeypatch):
     """log.wandb=true: wandb.init(project, config, dir, name, resume) once, wandb.log(flat metrics, step) per
-    record, finish() at close (wandb itself is not installed here: a recording stand-in module)."""
+    record, finish() at close (a recording stand-in module replaces wandb, which would contact its servers)."""
     import sys
     import types
     calls = []
