@@ -24,6 +24,9 @@ B_DEC_INITS = ("geometric_median", "mean", "zeros")
 DTYPES = ("float32", "bfloat16")
 IMPLEMENTATIONS = ("auto", "pallas", "xla", "approx")
 
+# default initial encoder column norm with unit-norm decoders (benchmarks/sae_quality.py, docs/sae.md)
+ENCODER_INIT_NORM = 0.1
+
 # architectures that select a fixed number k of latents per token (k is required)
 _K_ARCHITECTURES = ("topk", "batchtopk")
 
@@ -56,8 +59,11 @@ class SAEConfig:
     None = the architecture's default: True for topk/batchtopk/jumprelu, False for relu (whose L1 term
     is weighted by the decoder row norms instead)."""
     decoder_init_norm: float | None = None
-    """Norm of the initial decoder rows (``W_enc = W_dec^T``). None = 1.0 when the decoder is kept at
-    unit norm, else 0.1."""
+    """Norm of the initial decoder rows. None = 1.0 when the decoder is kept at unit norm, else 0.1."""
+    encoder_init_norm: float | None = None
+    """Norm of each latent's initial encoder column ``W_enc[:, j]``, which starts as a scaled copy of its
+    decoder row. None = ENCODER_INIT_NORM when the decoder is kept at unit norm, else the decoder's norm
+    (tied, ``W_enc = W_dec^T``)."""
     b_dec_init: str = "geometric_median"
     """How init_sae sets b_dec from ``x_sample``: "geometric_median" (Weiszfeld), "mean" or "zeros"."""
     # --- TopK / BatchTopK ---------------------------------------------------------------------------
@@ -99,6 +105,12 @@ class SAEConfig:
         if self.decoder_init_norm is None:
             return 1.0 if self.decoder_unit_norm else 0.1
         return self.decoder_init_norm
+
+    @property
+    def resolved_encoder_init_norm(self) -> float:
+        if self.encoder_init_norm is None:
+            return ENCODER_INIT_NORM if self.decoder_unit_norm else self.resolved_decoder_init_norm
+        return self.encoder_init_norm
 
     @property
     def resolved_k_aux(self) -> int:
@@ -167,8 +179,9 @@ def _validate(cfg: SAEConfig) -> None:
             f"SAEConfig.b_dec_init {cfg.b_dec_init!r} is not valid{did_you_mean(str(cfg.b_dec_init), B_DEC_INITS)}; "
             f"valid: {', '.join(B_DEC_INITS)}"
         )
-    if cfg.decoder_init_norm is not None and not cfg.decoder_init_norm > 0:
-        raise UserError(f"SAEConfig.decoder_init_norm must be > 0, got {cfg.decoder_init_norm!r}")
+    for name in ("decoder_init_norm", "encoder_init_norm"):
+        if getattr(cfg, name) is not None and not getattr(cfg, name) > 0:
+            raise UserError(f"SAEConfig.{name} must be > 0, got {getattr(cfg, name)!r}")
     for name in ("aux_coefficient", "l1_coefficient", "l0_coefficient", "pre_act_loss_coefficient"):
         if not getattr(cfg, name) >= 0:
             raise UserError(f"SAEConfig.{name} must be >= 0, got {getattr(cfg, name)!r}")

@@ -1,7 +1,8 @@
 """Initialisation: `init_sae(cfg, key, x_sample=None)`.
 
-* ``W_dec`` rows: random directions (Kaiming-uniform draw, then normalised) of norm
-  ``cfg.resolved_decoder_init_norm``; ``W_enc = W_dec^T`` (tied at init, trained apart).
+* ``W_dec`` rows: random directions (uniform draw, then normalised) of norm
+  ``cfg.resolved_decoder_init_norm``; ``W_enc`` columns: the same directions with norm
+  ``cfg.resolved_encoder_init_norm`` (``W_enc = W_dec^T`` up to scale; trained apart).
 * ``b_enc = 0``; ``threshold``: ``jumprelu_init_threshold`` for jumprelu, 0 otherwise.
 * ``act_scale``: with ``normalize_activations``, sqrt(d_in) / mean ||x|| over ``x_sample`` (so the
   normalised inputs have mean norm sqrt(d_in)); 1.0 otherwise.
@@ -84,8 +85,9 @@ def init_sae_from_sample(cfg: SAEConfig, key: jax.Array, sample: jax.Array | Non
 
     bound = 1.0 / np.sqrt(cfg.d_in)
     W_dec = jax.random.uniform(key, (cfg.d_sae, cfg.d_in), jnp.float32, -bound, bound)
-    W_dec = W_dec / jnp.maximum(jnp.linalg.norm(W_dec, axis=-1, keepdims=True), 1e-12)
-    W_dec = W_dec * cfg.resolved_decoder_init_norm  # [d_sae, d_in]
+    directions = W_dec / jnp.maximum(jnp.linalg.norm(W_dec, axis=-1, keepdims=True), 1e-12)  # [d_sae, d_in]
+    W_dec = directions * cfg.resolved_decoder_init_norm
+    W_enc = directions.T * cfg.resolved_encoder_init_norm  # [d_in, d_sae]
 
     if sample is None or cfg.b_dec_init == "zeros":
         b_dec = jnp.zeros((cfg.d_in,), jnp.float32)
@@ -96,7 +98,7 @@ def init_sae_from_sample(cfg: SAEConfig, key: jax.Array, sample: jax.Array | Non
 
     threshold_value = cfg.jumprelu_init_threshold if cfg.architecture == "jumprelu" else 0.0
     return SAE(
-        W_enc=W_dec.T.astype(dtype),
+        W_enc=W_enc.astype(dtype),
         b_enc=jnp.zeros((cfg.d_sae,), dtype),
         W_dec=W_dec.astype(dtype),
         b_dec=b_dec.astype(dtype),

@@ -52,6 +52,30 @@ def hook_state(tree, j: int, n_hooks: int):
     return tree if n_hooks == 1 else jax.tree.map(lambda a: a[j], tree)
 
 
+def sae_update(sae: SAE, opt_state, counter: jax.Array, x: jax.Array, opt: optax.GradientTransformation,
+               implementation: str = "auto"):
+    """One training update of one SAE on a batch ``x`` [B, d_in] (the module docstring's recipe); ``counter``
+    [d_sae] is its tokens-since-fired. Returns ``((sae, opt_state, counter), metrics)``, metrics keyed by
+    `METRIC_KEYS`. Traceable; the trainer's step and `benchmarks/sae_quality.py` both run it."""
+    cfg = sae.cfg
+    dead = dead_mask(counter, cfg)
+
+    def loss_fn(s):
+        return sae_loss(s, x, dead_mask=dead, implementation=implementation)
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(sae)
+    grads = before_update(sae, grads)
+    updates, opt_state = opt.update(grads, opt_state, sae)
+    sae = after_update(optax.apply_updates(sae, updates), terms)
+    n_tokens = x.shape[0] - terms.n_nonfinite
+    counter = update_tokens_since_fired(counter, terms.fired, n_tokens, cfg)
+    metrics = {"loss": loss, "mse": terms.mse, "fvu": terms.fvu, "aux": terms.aux,
+               "sparsity": terms.sparsity, "l0": terms.l0,
+               "dead_fraction": jnp.mean(dead_mask(counter, cfg).astype(jnp.float32)),
+               "n_nonfinite": terms.n_nonfinite}
+    return (sae, opt_state, counter), metrics
+
+
 class Trainer:
     """Builds the optimizers, initial state and the jitted step for a `Plan` on a mesh."""
 
@@ -98,25 +122,9 @@ class Trainer:
         # with d_sae split over 'model' a Pallas TopK runs once per shard (sae/kernels/sharded.py); it finds
         # the mesh through jax.set_mesh, which `step` sets while the step is traced
         implementation = self.cfg.saes[group.variant_index].implementation
-        cfg = group.cfg
 
         def one(sae, opt_state, counter, xb):
-            dead = dead_mask(counter, cfg)
-
-            def loss_fn(s):
-                return sae_loss(s, xb, dead_mask=dead, implementation=implementation)
-
-            (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(sae)
-            grads = before_update(sae, grads)
-            updates, opt_state = opt.update(grads, opt_state, sae)
-            sae = after_update(optax.apply_updates(sae, updates), terms)
-            n_tokens = xb.shape[0] - terms.n_nonfinite
-            counter = update_tokens_since_fired(counter, terms.fired, n_tokens, cfg)
-            metrics = {"loss": loss, "mse": terms.mse, "fvu": terms.fvu, "aux": terms.aux,
-                       "sparsity": terms.sparsity, "l0": terms.l0,
-                       "dead_fraction": jnp.mean(dead_mask(counter, cfg).astype(jnp.float32)),
-                       "n_nonfinite": terms.n_nonfinite}
-            return (sae, opt_state, counter), metrics
+            return sae_update(sae, opt_state, counter, xb, opt, implementation)
 
         stacked = (state.sae, state.opt_state, state.tokens_since_fired)
         n = len(group.hooks)

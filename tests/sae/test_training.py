@@ -48,6 +48,27 @@ def test_geometric_median_matches_brute_force_and_resists_outliers():
     assert float(jnp.linalg.norm(med)) < 1.0 < float(jnp.linalg.norm(pts.mean(0)))
 
 
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu"])
+def test_default_init_has_the_documented_scales(arch):
+    """docs/sae.md: unit-norm decoders start at norm 1 with encoder columns at ENCODER_INIT_NORM (0.1) along
+    the same directions; relu ties W_enc = W_dec^T at norm 0.1; explicit norms are honoured."""
+    from qwen_sae_jax.sae.config import ENCODER_INIT_NORM
+
+    cfg = SAEConfig(architecture=arch, d_in=16, d_sae=48, k=4 if arch in ("topk", "batchtopk") else None)
+    sae = init_sae(cfg, jax.random.key(1), _data(d_in=16))
+    dec_norm, enc_norm = (1.0, ENCODER_INIT_NORM) if arch != "relu" else (0.1, 0.1)
+    assert ENCODER_INIT_NORM == 0.1
+    np.testing.assert_allclose(jnp.linalg.norm(sae.W_dec, axis=-1), dec_norm, rtol=1e-5)
+    np.testing.assert_allclose(jnp.linalg.norm(sae.W_enc, axis=0), enc_norm, rtol=1e-5)
+    np.testing.assert_allclose(sae.W_enc * (dec_norm / enc_norm), sae.W_dec.T, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(sae.b_enc, 0)
+    custom = init_sae(cfg.replace(encoder_init_norm=0.5, decoder_init_norm=2.0), jax.random.key(1))
+    np.testing.assert_allclose(jnp.linalg.norm(custom.W_enc, axis=0), 0.5, rtol=1e-5)
+    np.testing.assert_allclose(jnp.linalg.norm(custom.W_dec, axis=-1), 2.0, rtol=1e-5)
+    with pytest.raises(UserError, match="encoder_init_norm must be > 0"):
+        cfg.replace(encoder_init_norm=0.0)
+
+
 def test_init_ties_encoder_to_decoder_and_sets_scale():
     x = _data()
     cfg = SAEConfig(architecture="relu", d_in=8, d_sae=24, normalize_activations=True, b_dec_init="mean")
