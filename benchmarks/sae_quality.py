@@ -24,6 +24,13 @@ TopK and BatchTopK fix L0 (k). JumpReLU and ReLU-L1 are compared at matched L0: 
 coefficient is searched (secant steps in log-log space, ``--l0-runs`` runs) for L0 = ``--target-l0`` and the
 held-out FVU is interpolated log-log between the two runs nearest the target on either side.
 
+Where a search does not reach within 10% of the target L0 on both sides, that implementation's FVU for the
+setting is reported as nan (the L0 it reached is shown) and the setting has no ratio.
+
+Settings ``<hook>+offset`` (``--offset-hooks``) add one constant vector to every activation of that hook,
+``--offset`` times the mean activation norm with three massive coordinates (see `with_offset`): how
+real-model residual streams differ from the tiny model's, and what a decoder-bias initialisation must survive.
+
 Reports per run held-out FVU, L0, the fraction of latents that never fire on the test set and ms per step;
 then per setting (architecture x hook) the mean over seeds and ours / best peer. Last line:
 ``sae_quality: worst_ratio=R`` (our FVU over the best peer's, worst case over settings).
@@ -121,6 +128,17 @@ def capture(hooks: list[str], max_rows: int | None = None) -> dict[str, np.ndarr
         for h in hooks:
             out[h].append(np.asarray(acts[h], np.float32)[keep])
     return {h: np.concatenate(v) for h, v in out.items()}
+
+
+def with_offset(x: np.ndarray, factor: float, seed: int = 5) -> np.ndarray:
+    """x plus one constant vector: a random direction of norm ``factor`` x the mean activation norm, with three
+    coordinates 10x larger (the large constant mean and the few massive dimensions of real LLM residual
+    streams, which the tiny model's activations lack)."""
+    rng = np.random.default_rng(seed)
+    offset = rng.normal(size=x.shape[1])
+    offset *= factor * np.linalg.norm(x, axis=1).mean() / np.linalg.norm(offset)
+    offset[:3] *= 10
+    return (x + offset).astype(np.float32)
 
 
 def split(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -297,8 +315,9 @@ TRAINERS = {"ours": train_ours, "sparsify": train_sparsify, "saelens": train_sae
 # ------------------------------------------------------------------------------------------------ matched L0
 def at_target_l0(run: Callable[[float], Result], coef: float, target: float, runs: int) -> tuple[Result, list[Result]]:
     """Search the sparsity coefficient for L0 = target (secant steps on log L0 vs log coef, starting from
-    slope -1), then interpolate FVU log-log at the target between the nearest runs on either side (or the
-    two nearest when the target is not bracketed). Returns (interpolated result, every run)."""
+    slope -1; where L0 barely responds, the step from the tried coefficient nearest the target is taken as if
+    the slope were -1), then interpolate FVU log-log at the target between the nearest runs on either side (or
+    the two nearest when the target is not bracketed). Returns (interpolated result, every run)."""
     tried: list[Result] = []
     for _ in range(runs):
         r = run(coef)
@@ -311,6 +330,9 @@ def at_target_l0(run: Callable[[float], Result], coef: float, target: float, run
             s = math.log(near[0].l0 / near[1].l0) / math.log(near[0].coef / near[1].coef)
             slope = s if s < -0.05 else slope
         coef = near[0].coef * math.exp(math.log(target / max(near[0].l0, 1e-3)) / slope)
+        if any(abs(math.log(coef / t.coef)) < 1e-3 for t in tried):   # no repeats: step beyond the extreme
+            extreme = (max if near[0].l0 > target else min)(t.coef for t in tried)
+            coef = extreme * max(near[0].l0, 1e-3) / target
     return interpolate(tried, target), tried
 
 
@@ -318,7 +340,8 @@ def interpolate(tried: list[Result], target: float) -> Result:
     live = [t for t in tried if t.l0 > 0]
     below = [t for t in live if t.l0 <= target]
     above = [t for t in live if t.l0 > target]
-    if below and above:
+    bracketed = bool(below and above)
+    if bracketed:
         a, b = max(below, key=lambda t: t.l0), min(above, key=lambda t: t.l0)
     else:
         a, b = sorted(live, key=lambda t: abs(math.log(t.l0 / target)))[:2] if len(live) > 1 else (live[0], live[0])
@@ -326,6 +349,9 @@ def interpolate(tried: list[Result], target: float) -> Result:
         w = 0.0
     else:
         w = math.log(target / a.l0) / math.log(b.l0 / a.l0)
+    if not bracketed and abs(math.log(a.l0 / target)) > 0.1:   # more than 10% off: no extrapolation
+        return Result(math.nan, a.l0, a.dead, a.ms_per_step, a.coef)
+    w = min(max(w, -1.0), 2.0)
     fvu = math.exp((1 - w) * math.log(a.fvu) + w * math.log(b.fvu))
     dead = (1 - w) * a.dead + w * b.dead
     return Result(fvu, target, dead, (a.ms_per_step + b.ms_per_step) / 2, None)
@@ -355,11 +381,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ours-set", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="override our SAEConfig fields (e.g. decoder_init_norm=0.577) or, as optim.FIELD=VALUE, our "
                         "OptimConfig fields, to try a change against the peers")
+    p.add_argument("--offset-hooks", nargs="*", default=["layers.2"],
+                   help="also run these hooks with a constant offset added to every activation (setting "
+                        "'<hook>+offset'; see with_offset). Default: layers.2; none: --offset-hooks")
+    p.add_argument("--offset", type=float, default=3.0, help="offset norm in mean activation norms (default 3)")
     p.add_argument("--json", default=None, help="also write every run and the summary to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="tiny budgets (d_sae 64, k 4, 6 steps, 1 hook, 1 seed, 2 L0 runs): checks the plumbing in seconds")
     args = p.parse_args(argv)
     if args.dry_run:
         args.hooks, args.seeds, args.d_sae, args.k, args.steps = args.hooks[:1], args.seeds[:1], 64, 4, 6
+        args.offset_hooks = args.offset_hooks[:1]
         args.batch, args.warmup, args.l0_runs, args.max_rows, args.dead_tokens = 256, 2, 2, 64, 512
     if args.target_l0 is None:
         args.target_l0 = float(args.k)
@@ -378,11 +409,13 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     budget = Budget(args.d_sae, args.k, args.lr, args.batch, args.steps, args.warmup, args.decay_frac, args.dead_tokens)
-    acts = capture(args.hooks, args.max_rows)
+    acts = capture(sorted(set(args.hooks) | set(args.offset_hooks)), args.max_rows)
+    settings = [(hook, acts[hook]) for hook in args.hooks]
+    settings += [(f"{hook}+offset", with_offset(acts[hook], args.offset)) for hook in args.offset_hooks]
     OURS_OVERRIDES.update(parse_overrides(args.ours_set))
     runs, summary = [], []
-    for hook in args.hooks:
-        train, test = split(acts[hook])
+    for hook, x in settings:
+        train, test = split(x)
         print(f"# {hook}: {len(train)} train / {len(test)} test tokens, d_in {train.shape[1]}", file=sys.stderr)
         for arch in args.archs:
             impls = [i for i in args.impls if i == "ours" or i in PEERS[arch]]
@@ -402,8 +435,8 @@ def main(argv=None) -> dict:
                    **{f"l0_{i}": float(np.mean([r.l0 for r in rs])) for i, rs in per_impl.items()},
                    **{f"dead_{i}": float(np.mean([r.dead for r in rs])) for i, rs in per_impl.items()},
                    **{f"ms_{i}": float(np.mean([r.ms_per_step for r in rs])) for i, rs in per_impl.items()}}
-            peers = [v for i, v in mean.items() if i != "ours"]
-            if "ours" in mean and peers:
+            peers = [v for i, v in mean.items() if i != "ours" and math.isfinite(v)]
+            if "ours" in mean and peers and math.isfinite(mean["ours"]):
                 row["ratio"] = mean["ours"] / min(peers)
             summary.append(row)
     print_table(summary, args)

@@ -41,7 +41,31 @@ def test_dry_run_trains_every_implementation(bench, capsys):
     impls = {(r["arch"], r["impl"]) for r in out["runs"]}
     assert impls == {("topk", "ours"), ("topk", "sparsify"), ("topk", "saelens"), ("jumprelu", "ours"),
                      ("jumprelu", "saelens")}
-    assert all(0 < r["fvu"] < 2 and math.isfinite(r["ms_per_step"]) for r in out["runs"])
-    assert [r["arch"] for r in out["summary"]] == ["topk", "jumprelu"]
+    assert all(0 < r["fvu"] < math.inf and math.isfinite(r["ms_per_step"]) for r in out["runs"])
+    assert [(r["arch"], r["hook"]) for r in out["summary"]] == [
+        ("topk", "layers.2"), ("jumprelu", "layers.2"), ("topk", "layers.2+offset"), ("jumprelu", "layers.2+offset")]
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"sae_quality: worst_ratio={out['worst_ratio']:.4f}"
+
+
+def test_matched_l0_search_never_repeats_a_coefficient_when_l0_barely_responds(bench):
+    def run(coef):   # a JumpReLU whose threshold cannot move in the budget: L0 nearly flat in the coefficient
+        l0 = 450.0 * coef ** -0.01
+        return bench.Result(fvu=0.01, l0=l0, dead=0.0, ms_per_step=1.0, coef=coef)
+
+    _, tried = bench.at_target_l0(run, 1.0, 32.0, runs=4)
+    coefs = [t.coef for t in tried]
+    assert len(coefs) == 4 and len(set(coefs)) == 4
+    assert coefs == sorted(coefs)   # always pushing towards more sparsity
+    final = bench.interpolate(tried, 32.0)   # never within 10% of the target: no FVU is made up
+    assert math.isnan(final.fvu) and final.l0 > 400
+
+
+def test_offset_adds_one_constant_vector_with_massive_coordinates(bench):
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(100, 16)).astype(np.float32)
+    shifted = bench.with_offset(x, 3.0)
+    offset = shifted - x
+    np.testing.assert_allclose(offset, np.broadcast_to(offset[0], offset.shape), atol=1e-5)
+    assert np.abs(offset[0, :3]).min() > np.abs(offset[0, 3:]).max()
