@@ -362,7 +362,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Each run's line goes to stderr as it finishes; the table and the last line to stdout.")
     p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS, help="architectures (default: all four)")
-    p.add_argument("--hooks", nargs="+", default=["layers.2", "layers.2.mlp", "layers.2.self_attn"],
+    p.add_argument("--hooks", nargs="*", default=["layers.2", "layers.2.mlp", "layers.2.self_attn"],
                    help="hook points of the embedded model (default: layer 2 residual, MLP out, attention out)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds (init and batch order; default 0 1)")
     p.add_argument("--impls", nargs="+", default=["ours", "sparsify", "saelens"], choices=list(TRAINERS),
