@@ -50,11 +50,14 @@ def lm(tiny_dir):
 
 
 def random_sae(hook: str, seed: int = 0, architecture: str = "topk", act_scale: float = 0.5):
-    """A random SAE at ``hook`` with a non-trivial b_dec, b_enc and act_scale (so unit conversions matter)."""
+    """A random SAE at ``hook`` with a non-trivial b_dec, b_enc and act_scale (so unit conversions matter) and
+    encoder columns of norm 1."""
     from qwen_sae_jax.sae import SAEConfig, init_sae
 
     k = 8 if architecture == "topk" else None
-    cfg = SAEConfig(architecture=architecture, d_in=HIDDEN, d_sae=D_SAE, k=k, hook_name=hook, model_name="tiny-test")
+    # encoder at the decoder's scale (not the training init's 0.1): encoded latents move visibly with the input
+    cfg = SAEConfig(architecture=architecture, d_in=HIDDEN, d_sae=D_SAE, k=k, hook_name=hook, model_name="tiny-test",
+                    encoder_init_norm=1.0)
     key = jax.random.key(seed)
     sae = init_sae(cfg, key)
     k1, k2 = jax.random.split(jax.random.fold_in(key, 1))
