@@ -21,6 +21,7 @@ JumpReLU thresholds are trained by their gradient (pseudo-derivative) like any o
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.struct
@@ -123,8 +124,7 @@ class Trainer:
         # the mesh through jax.set_mesh, which `step` sets while the step is traced
         implementation = self.cfg.saes[group.variant_index].implementation
 
-        def one(sae, opt_state, counter, xb):
-            return sae_update(sae, opt_state, counter, xb, opt, implementation)
+        one = functools.partial(sae_update, opt=opt, implementation=implementation)
 
         stacked = (state.sae, state.opt_state, state.tokens_since_fired)
         n = len(group.hooks)
