@@ -93,16 +93,17 @@ def _chunk_step(state, chunk):
     q, k, v, g, beta = chunk  # [B, H, C, dk], [B, H, C, dk], [B, H, C, dv], [B, H, C], [B, H, C]
     c, dv = v.shape[-2:]
     cum = jnp.cumsum(g, axis=-1)  # [B, H, C]
+    exp_cum = jnp.exp(cum)[..., None]  # [B, H, C, 1]
     causal = jnp.tril(jnp.ones((c, c), bool))
     decay = jnp.exp(jnp.where(causal, cum[..., :, None] - cum[..., None, :], -jnp.inf))  # [B, H, C, C]
     k_beta = k * beta[..., None]  # [B, H, C, dk]
     system = _einsum("bhik,bhjk->bhij", k_beta, k) * decay  # [B, H, C, C]; the solve reads its strict lower part
-    rhs = jnp.concatenate([v * beta[..., None], k_beta * jnp.exp(cum)[..., None]], axis=-1)  # [B, H, C, dv + dk]
+    rhs = jnp.concatenate([v * beta[..., None], k_beta * exp_cum], axis=-1)  # [B, H, C, dv + dk]
     solved = solve_triangular(system, rhs, lower=True, unit_diagonal=True)
     u, w = solved[..., :dv], solved[..., dv:]  # [B, H, C, dv], [B, H, C, dk]
     v_new = u - _einsum("bhck,bhkv->bhcv", w, state)  # [B, H, C, dv]
     attn = _einsum("bhik,bhjk->bhij", q, k) * decay  # [B, H, C, C]
-    out = (_einsum("bhck,bhkv->bhcv", q * jnp.exp(cum)[..., None], state)
+    out = (_einsum("bhck,bhkv->bhcv", q * exp_cum, state)
            + _einsum("bhij,bhjv->bhiv", attn, v_new))  # [B, H, C, dv]
     last = cum[..., -1:]  # [B, H, 1]
     k_tail = k * jnp.exp(last - cum)[..., None]  # [B, H, C, dk]
