@@ -20,7 +20,7 @@ from typing import Any
 from qwen_sae_jax.errors import UserError, did_you_mean
 
 ARCHITECTURES = ("topk", "batchtopk", "jumprelu", "relu")
-B_DEC_INITS = ("geometric_median", "mean", "zeros")
+B_DEC_INITS = ("geometric_median", "shrunk_median", "mean", "zeros")
 DTYPES = ("float32", "bfloat16")
 IMPLEMENTATIONS = ("auto", "pallas", "xla", "approx")
 
@@ -64,8 +64,9 @@ class SAEConfig:
     """Norm of each latent's initial encoder column ``W_enc[:, j]``, which starts as a scaled copy of its
     decoder row. None = ENCODER_INIT_NORM when the decoder is kept at unit norm, else the decoder's norm
     (tied, ``W_enc = W_dec^T``)."""
-    b_dec_init: str = "geometric_median"
-    """How init_sae sets b_dec from ``x_sample``: "geometric_median" (Weiszfeld), "mean" or "zeros"."""
+    b_dec_init: str = "shrunk_median"
+    """How init_sae sets b_dec from ``x_sample``: "shrunk_median" (the geometric median shrunk toward 0 unless it
+    stands out from the spread, see init.shrunk_median), "geometric_median" (Weiszfeld), "mean" or "zeros"."""
     # --- TopK / BatchTopK ---------------------------------------------------------------------------
     k_aux: int | None = None
     """Latents used by the AuxK loss on dead latents (Gao et al.). None = d_in // 2 (capped at d_sae)."""

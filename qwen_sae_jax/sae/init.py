@@ -6,7 +6,8 @@
 * ``b_enc = 0``; ``threshold``: ``jumprelu_init_threshold`` for jumprelu, 0 otherwise.
 * ``act_scale``: with ``normalize_activations``, sqrt(d_in) / mean ||x|| over ``x_sample`` (so the
   normalised inputs have mean norm sqrt(d_in)); 1.0 otherwise.
-* ``b_dec``: geometric median (Weiszfeld) or mean of the normalised ``x_sample``, or zeros
+* ``b_dec``: from the normalised ``x_sample``: its geometric median shrunk toward 0 unless it stands out
+  from the spread (`shrunk_median`, the default), the plain geometric median (Weiszfeld), the mean, or zeros
   (``cfg.b_dec_init``; zeros as well when no sample is given).
 Non-finite rows of ``x_sample`` are dropped.
 """
@@ -58,6 +59,18 @@ def estimate_act_scale(x: jax.Array) -> jax.Array:
     return _act_scale(x)
 
 
+def shrunk_median(points: jax.Array) -> jax.Array:
+    """The geometric median m of points [N, D], shrunk toward 0 by ``max(0, 1 - E||x - m||^2 / ||m||^2)``.
+
+    A centre much larger than the spread around it (a constant offset, the massive dimensions of real residual
+    streams) is kept almost whole, so the encoder does not start swamped by it; a centre inside the cloud is
+    dropped, so latents start as directions from the origin (features add up from 0, and subtracting a
+    centre inside the cloud makes every latent encode its feature relative to the average token)."""
+    m = geometric_median(points)  # [D]
+    spread = jnp.mean(jnp.sum(jnp.square(points - m), axis=-1))
+    return m * jnp.maximum(0.0, 1.0 - spread / jnp.maximum(jnp.sum(m * m), 1e-30))
+
+
 def init_sae(cfg: SAEConfig, key: jax.Array, x_sample: jax.Array | None = None) -> SAE:
     """A fresh SAE for ``cfg``; ``x_sample`` [N, d_in] (raw activations) sets b_dec and act_scale.
     Checks its inputs (eagerly); `init_sae_from_sample` is the traceable core."""
@@ -93,8 +106,10 @@ def init_sae_from_sample(cfg: SAEConfig, key: jax.Array, sample: jax.Array | Non
         b_dec = jnp.zeros((cfg.d_in,), jnp.float32)
     elif cfg.b_dec_init == "mean":
         b_dec = jnp.mean(sample * act_scale, axis=0)
-    else:
+    elif cfg.b_dec_init == "geometric_median":
         b_dec = geometric_median(sample * act_scale)
+    else:
+        b_dec = shrunk_median(sample * act_scale)
 
     threshold_value = cfg.jumprelu_init_threshold if cfg.architecture == "jumprelu" else 0.0
     return SAE(

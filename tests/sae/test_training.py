@@ -10,7 +10,7 @@ import pytest
 
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.sae import (
-    SAEConfig, after_update, before_update, dead_mask, geometric_median, init_sae, init_sae_from_sample,
+    SAEConfig, after_update, before_update, dead_mask, geometric_median, init_sae, init_sae_from_sample, shrunk_median,
     init_tokens_since_fired, sae_loss, trainable_mask, update_tokens_since_fired,
 )
 
@@ -48,6 +48,20 @@ def test_geometric_median_matches_brute_force_and_resists_outliers():
     assert float(jnp.linalg.norm(med)) < 1.0 < float(jnp.linalg.norm(pts.mean(0)))
 
 
+def test_shrunk_median_drops_a_centre_inside_the_cloud_and_keeps_a_large_offset():
+    """docs/sae.md: b_dec = m * max(0, 1 - E||x - m||^2 / ||m||^2), m the geometric median; the default."""
+    cloud = jax.random.normal(jax.random.key(0), (400, 8)) + 0.3  # centre norm 0.85, spread 8
+    np.testing.assert_array_equal(shrunk_median(cloud), 0.0)
+    offset = jnp.arange(1.0, 9.0) * 10.0  # norm 168: kept at 1 - spread / ||m||^2, about 0.9997
+    m = geometric_median(cloud + offset)
+    spread = jnp.mean(jnp.sum((cloud + offset - m) ** 2, -1))
+    np.testing.assert_allclose(shrunk_median(cloud + offset), m * (1 - spread / jnp.sum(m * m)), rtol=1e-6)
+    assert 0.999 < float(jnp.linalg.norm(shrunk_median(cloud + offset)) / jnp.linalg.norm(m)) < 1.0
+    assert SAEConfig(architecture="topk", d_in=8, d_sae=16, k=2).b_dec_init == "shrunk_median"
+    sae = init_sae(SAEConfig(architecture="topk", d_in=8, d_sae=16, k=2), jax.random.key(1), cloud + offset)
+    np.testing.assert_allclose(sae.b_dec, shrunk_median(cloud + offset), rtol=1e-6)
+
+
 @pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu"])
 def test_default_init_has_the_documented_scales(arch):
     """docs/sae.md: unit-norm decoders start at norm 1 with encoder columns at ENCODER_INIT_NORM (0.1) along
@@ -80,7 +94,7 @@ def test_init_ties_encoder_to_decoder_and_sets_scale():
     with pytest.raises(UserError, match="needs x_sample"):
         init_sae(cfg, jax.random.key(0))
     # the traceable core gives the same SAE under jit and vmap (the trainer initialises groups that way)
-    for other_cfg in (cfg, dataclasses.replace(cfg, b_dec_init="geometric_median")):
+    for other_cfg in (cfg, *(dataclasses.replace(cfg, b_dec_init=i) for i in ("geometric_median", "shrunk_median"))):
         eager = init_sae(other_cfg, jax.random.key(0), x)
         traced = jax.jit(lambda k, s: init_sae_from_sample(other_cfg, k, s))(jax.random.key(0), x)
         stacked = jax.vmap(lambda k, s: init_sae_from_sample(other_cfg, k, s))(jax.random.key(0)[None], x[None])
