@@ -1,6 +1,7 @@
 """The `qwen-sae` dispatcher and the one-line user errors."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,11 +17,18 @@ def test_closest_and_did_you_mean():
     assert did_you_mean("zzzzzz", valid) == ""
 
 
+COMMANDS = ("demo", "capture", "train", "eval", "export", "import", "steer", "refusal", "contrast", "dashboard",
+            "classify", "redundancy")
+
+
 def test_help_lists_subcommands(capsys):
     code = cli.main([])
     out = capsys.readouterr().out
     assert code == 2
     assert "usage: qwen-sae" in out
+    listed = [line.split()[0] for line in out.split("positional arguments:")[1].splitlines()[2:] if line.startswith("    ")
+              and not line.startswith("      ")]
+    assert listed == list(COMMANDS)
 
 
 def test_user_error_is_one_line_without_traceback(monkeypatch, capsys):
@@ -38,7 +46,26 @@ def test_user_error_is_one_line_without_traceback(monkeypatch, capsys):
 
 
 def test_console_script_runs():
-    proc = subprocess.run([sys.executable, "-m", "qwen_sae_jax.cli", "--help"],
-                          capture_output=True, text=True, timeout=120)
+    """The `qwen-sae` script pip installs beside the interpreter (pyproject's [project.scripts])."""
+    script = Path(sys.executable).with_name("qwen-sae")
+    assert script.is_file(), f"{script} is missing: install the package (pip install -e .)"
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "qwen-sae" in proc.stdout
+    assert proc.stdout.startswith("usage: qwen-sae") and all(f"    {c} " in proc.stdout for c in ("train", "eval"))
+    proc = subprocess.run([str(script), "nosuchcommand"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "invalid choice: 'nosuchcommand'" in proc.stderr
+
+
+def test_top_level_api_is_lazy():
+    """`import qwen_sae_jax` imports neither JAX nor torch; each public name resolves on first use, and even then
+    no JAX backend is initialised until something runs."""
+    code = ("import sys, qwen_sae_jax as q\n"
+            "assert not {'jax', 'torch', 'transformers'} & set(sys.modules), sorted(sys.modules)\n"
+            "names = [n for n in q.__all__ if n != '__version__']\n"
+            "assert [getattr(q, n).__name__ for n in names] == names\n"
+            "from jax._src import xla_bridge\n"
+            "assert not xla_bridge._backends, xla_bridge._backends\n"
+            "try:\n    q.nothing\nexcept AttributeError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "module 'qwen_sae_jax' has no attribute 'nothing'"

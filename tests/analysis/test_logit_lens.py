@@ -39,21 +39,29 @@ def test_tiny_example_by_hand():
 
 
 def test_sae_logit_lens_uses_tied_embeddings_norm_and_act_scale(tiny_lm, tiny_sae):
+    import copy
+
     import jax.numpy as jnp
 
     assert tiny_lm.config.tie_word_embeddings
+    # a random HF model's final norm weights are all ones, which would hide a lens that ignores them:
+    # a copy of the model with signed, uneven weights (a negative one flips that coordinate's contribution)
+    g = np.random.default_rng(1).uniform(-2.0, 2.0, tiny_lm.config.hidden_size).astype(np.float32)
+    lm = copy.copy(tiny_lm)
+    lm.params = {**tiny_lm.params, "model": {**tiny_lm.params["model"], "norm": {"weight": jnp.asarray(g)}}}
     sae = tiny_sae.replace(act_scale=jnp.asarray(2.0, jnp.float32))
-    lens = sae_logit_lens(tiny_lm, sae, k=5, features=[3, 0])
-    n_tokens = len(tiny_lm.tokenizer)                     # 259 real tokens; the embedding has 272 rows
-    assert n_tokens < tiny_lm.config.vocab_size
-    emb = np.asarray(tiny_lm.params["model"]["embed_tokens"]["embedding"])[:n_tokens]   # [V, D]
-    g = np.asarray(tiny_lm.params["model"]["norm"]["weight"])
+    lens = sae_logit_lens(lm, sae, k=5, features=[3, 0])
+    n_tokens = len(lm.tokenizer)                          # 259 real tokens; the embedding has 272 rows
+    assert n_tokens < lm.config.vocab_size
+    emb = np.asarray(lm.params["model"]["embed_tokens"]["embedding"])[:n_tokens]   # [V, D]
     rows = np.asarray(sae.W_dec)[[3, 0]] / 2.0
     scores, top, bottom = numpy_lens(rows, emb.T, g, 5)
     np.testing.assert_array_equal(lens.top_ids, top)
     np.testing.assert_array_equal(lens.bottom_ids, bottom)
     np.testing.assert_allclose(lens.top_values, np.take_along_axis(scores, top, 1), rtol=1e-4, atol=1e-6)
     assert lens.top_ids.max() < n_tokens and lens.bottom_ids.max() < n_tokens
+    _, unnormed_top, _ = numpy_lens(rows, emb.T, np.ones_like(g), 5)
+    assert (unnormed_top != top).any()                    # the norm weights change the ranking here
 
 
 def test_untied_models_use_lm_head():

@@ -13,6 +13,7 @@ from qwen_sae_jax.sae import (
     SAEConfig, after_update, before_update, dead_mask, geometric_median, init_sae, init_sae_from_sample, shrunk_median,
     init_tokens_since_fired, sae_loss, trainable_mask, update_tokens_since_fired,
 )
+from . import reference
 
 
 def _data(n=64, d_in=8, seed=0):
@@ -144,9 +145,22 @@ def test_jumprelu_threshold_gradient_is_finite_and_moves_thresholds():
 
 def test_batchtopk_threshold_tracks_the_smallest_selected_activation():
     cfg = SAEConfig(architecture="batchtopk", d_in=8, d_sae=24, k=3, batchtopk_threshold_lr=0.5)
-    sae, history = _train(cfg, 6, _data())
+    x = _data()
+    sae, history = _train(cfg, 6, x)
     assert float(sae.threshold[0]) > 0 and bool(jnp.all(sae.threshold == sae.threshold[0]))
-    assert float(history[-1][1].min_active) > 0
+    # the first batch's target is the smallest activation the batch-global top-(k * B) of the initial SAE keeps
+    # (the dense reference); the threshold is the EMA (rate 0.5, from 0) of every step's target
+    initial = init_sae(cfg, jax.random.key(1), x)
+    _, ref = reference.batchtopk({f: getattr(initial, f) for f in ("W_enc", "b_enc", "W_dec", "b_dec", "act_scale")},
+                                 x, cfg)
+    z = np.asarray(ref["z"])
+    assert (z > 0).sum() == 3 * 64
+    np.testing.assert_allclose(float(history[0][1].min_active), z[z > 0].min(), rtol=1e-5)
+    ema = 0.0
+    for _, terms, _ in history:
+        assert float(terms.min_active) > 0
+        ema = 0.5 * ema + 0.5 * float(terms.min_active)
+    np.testing.assert_allclose(np.asarray(sae.threshold), ema, rtol=1e-5)
     # the learned threshold reproduces roughly k active latents per token at inference
     l0 = float(jnp.mean(jnp.sum(sae.encode(_data()) > 0, -1)))
     assert 1.0 <= l0 <= 9.0

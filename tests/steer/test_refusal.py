@@ -82,7 +82,16 @@ def test_small_study_writes_a_consistent_report(tiny_dir, run_dir, tmp_path, cap
     assert [r["kind"] for r in entry["reverse"]] == ["ablate_top", "ablate_random", "negative_top",
                                                       "negative_diff_means"]
     assert np.isfinite([r["ce"] for r in entry["steer"] + entry["reverse"]]).all()
-    assert report["verdict"] == verdict(report)
+    # the verdict from the report's own rows, by hand: one top feature at one non-zero alpha is one setting
+    steered = [r for r in entry["steer"] if r["alpha"] == 2.0]
+    top_row = next(r for r in steered if r["kind"] == "top")
+    controls = np.mean([r["refusal_rate"] for r in steered if r["kind"] == "random"])
+    near = abs(controls - base["refusal_rate"]) <= 0.1
+    v = report["verdict"]
+    assert v["settings"] == 1 and v["baseline_harmless"] == base["refusal_rate"]
+    assert v["best"]["feature"] == top and v["best"]["alpha"] == 2.0 and v["best"]["ce"] == top_row["ce"]
+    assert v["best"]["refusal_rate"] == top_row["refusal_rate"] and v["best"]["random_mean"] == pytest.approx(controls)
+    assert v["met"] == (near and top_row["refusal_rate"] >= 0.6) == bool(v["settings_meeting"])
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## `layers.1`" in md and f"top feature {top}" in md and "Target" in md
     assert report["baseline"]["harmless"]["refusal_rate"] == refusal_rate(report["baseline"]["harmless_texts"])

@@ -37,8 +37,11 @@ def test_sampler_is_seeded_and_respects_sources():
 def test_lr_schedule_shape():
     cfg = _cfg(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     lrs = np.asarray([float(lr_at(s, 110, cfg)) for s in range(110)])
-    np.testing.assert_allclose(lrs[[0, 9]], [0.1, 1.0], rtol=1e-6)
-    assert np.all(np.diff(lrs[10:]) <= 1e-7) and abs(lrs[-1] - 0.1) < 1e-3
+    steps = np.arange(110)
+    # linear warm-up to step 9, then cosine to 0.1 x peak: every step, since a linear decay agrees with the
+    # cosine at the start, middle and end of the decay
+    cosine = 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * np.clip((steps - 10) / 100, 0, 1)))
+    np.testing.assert_allclose(lrs, np.where(steps < 10, (steps + 1) / 10, cosine), rtol=1e-5)
 
 
 @pytest.mark.slow

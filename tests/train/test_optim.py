@@ -22,6 +22,19 @@ def test_schedule(decay, decay_steps, at):
         assert float(fn(step)) == pytest.approx(want, abs=1e-6), step
 
 
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_decay_shape_between_the_ends(decay):
+    """Every step against the closed form: cosine and linear agree at the start, middle and end of the
+    decay, so only the points in between tell them apart (0.1 + 0.9 * 0.854 vs 0.1 + 0.9 * 0.75 at a quarter)."""
+    cfg = OptimConfig(lr=2.0, warmup_steps=10, decay=decay, final_lr_ratio=0.1)
+    fn = lr_schedule(cfg, total_steps=90)
+    steps = np.arange(91)
+    frac = np.clip((steps - 10) / 80, 0.0, 1.0)
+    shape = 0.5 * (1 + np.cos(np.pi * frac)) if decay == "cosine" else 1 - frac
+    want = np.where(steps < 10, 2.0 * steps / 10, 2.0 * (0.1 + 0.9 * shape))
+    np.testing.assert_allclose([float(fn(s)) for s in steps], want, rtol=1e-5, atol=1e-6)
+
+
 def test_final_ratio_and_clipping():
     fn = lr_schedule(OptimConfig(lr=2.0, warmup_steps=0, decay="cosine", final_lr_ratio=0.1), total_steps=50)
     assert float(fn(0)) == pytest.approx(2.0) and float(fn(50)) == pytest.approx(0.2)
