@@ -14,13 +14,14 @@ import pytest
 import yaml
 
 from qwen_sae_jax.config import to_dict
+from tests.conftest import with_device_count
 
 pytestmark = pytest.mark.slow
 
 
 def _env(devices: int, cache_dir: str) -> dict:
     env = dict(os.environ)
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+    env.update(XLA_FLAGS=with_device_count(env.get("XLA_FLAGS", ""), devices), JAX_PLATFORMS="cpu",
                JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", TOKENIZERS_PARALLELISM="false")
     return env
