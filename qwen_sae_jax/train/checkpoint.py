@@ -11,8 +11,9 @@ A checkpoint (``RUN_DIR/checkpoints/<step>/``) holds three items:
 
 Orbax writes into a temporary folder and renames it when every item is complete, so a crash (or a full
 disk) during a save leaves the previous checkpoint as the latest usable one; `save` re-raises the failure
-as one clear error. RNG state needs no saving: every key is ``fold_in(seed key, counter)`` of a counter in
-``meta``.
+as one clear error naming the step whose save failed (with asynchronous saves, a failure in the background
+surfaces at the next `save` or `wait`, still under its own step). RNG state needs no saving: every key is
+``fold_in(seed key, counter)`` of a counter in ``meta``.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.dir, options=options)
+        self._pending: int | None = None     # the step whose (asynchronous) save may still be running
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -65,15 +67,17 @@ class Checkpoints:
 
     def save(self, step: int, state: Any, meta: dict, stream: Any) -> None:
         """Start saving (asynchronously if enabled); failures of an earlier async save surface here."""
+        self.wait()   # orbax waits for the previous save anyway; a failure there is reported under its step
         try:
             self.manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
                 stream=grain.checkpoint.CheckpointSave(_JsonState(stream))), force=True)
         except (OSError, ValueError, RuntimeError) as err:
             raise self._failed(step, err) from None
+        self._pending = step
 
     def wait(self) -> None:
-        step = self.manager.latest_step()
+        step, self._pending = self._pending, None
         try:
             self.manager.wait_until_finished()
         except (OSError, ValueError, RuntimeError) as err:

@@ -1,6 +1,10 @@
-"""Checkpoints: an interrupted save (orbax's uncommitted temporary folder) never becomes the latest."""
+"""Checkpoints: an interrupted save (orbax's uncommitted temporary folder) never becomes the latest; a save that
+fails in the background (asynchronous saves, the default) is reported under its own step."""
 import jax.numpy as jnp
 import numpy as np
+import pytest
+
+from qwen_sae_jax.train.checkpoint import CheckpointSaveError
 
 from qwen_sae_jax.train.checkpoint import Checkpoints
 
@@ -32,3 +36,34 @@ def test_uncommitted_save_is_ignored(tmp_path):
     state, meta = again.restore(2, {"w": jnp.zeros((4,))}, it)
     np.testing.assert_array_equal(np.asarray(state["w"]), 2.0)
     assert meta["step"] == 2 and it.position == 20
+
+
+def fail_in_background(monkeypatch, step: int) -> None:
+    """Make the asynchronous save of ``step`` fail in orbax's background thread, before its temporary folder is
+    renamed (what a disk filling up during the write does)."""
+    from orbax.checkpoint._src.checkpointers import async_checkpointer
+
+    original = async_checkpointer._on_commit_callback
+
+    def commit(tmpdir, *args, **kwargs):
+        if tmpdir.get_final().name == str(step):
+            raise OSError(28, "No space left on device")
+        return original(tmpdir, *args, **kwargs)
+
+    monkeypatch.setattr(async_checkpointer, "_on_commit_callback", commit)
+
+
+@pytest.mark.parametrize("failing, surfaces_at", [(2, "save 3"), (3, "wait")])
+def test_background_failure_names_its_step(tmp_path, monkeypatch, failing, surfaces_at):
+    fail_in_background(monkeypatch, failing)
+    ckpt = Checkpoints(tmp_path / "ck", keep=5, async_save=True)
+    with pytest.raises(CheckpointSaveError) as err:
+        for step in (1, 2, 3):
+            where = f"save {step}"
+            ckpt.save(step, {"w": jnp.full((4,), float(step))}, {"step": step}, _Iter(step))
+        where = "wait"
+        ckpt.wait()
+    assert where == surfaces_at
+    assert str(err.value).startswith(f"checkpoint save at step {failing} failed (OSError: [Errno 28] No space left")
+    assert f"the previous checkpoint (step {failing - 1}) is kept" in str(err.value)
+    assert Checkpoints(tmp_path / "ck", keep=5, async_save=False).latest_step() == failing - 1

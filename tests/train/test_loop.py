@@ -4,8 +4,10 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import signal
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,9 +92,13 @@ def test_same_losses_on_one_and_eight_devices(make_config, implementation, monke
         np.testing.assert_allclose(np.asarray(saes[1][name].W_dec), np.asarray(sae.W_dec), atol=2e-5)
 
 
-def test_sigterm_saves_and_resume_is_exact(make_config):
+@pytest.mark.parametrize("async_save", [False, True])
+def test_sigterm_saves_and_resume_is_exact(make_config, async_save):
+    """Also with asynchronous saves (the default): the step-8 checkpoint is written while the loop goes on, from
+    state that later steps overwrite (donated buffers, the advancing token iterator); resuming from it (a copy
+    of the run without the step-11 stop checkpoint, as after a kill) must be exact as well."""
     reference = train(make_config(run="reference"))
-    cfg = make_config(run="interrupted")
+    cfg = make_config(f"checkpoint.async_save={async_save}", run="interrupted")
     stop_at = {"fired": False}
 
     def stop_soon(step):
@@ -110,14 +116,20 @@ def test_sigterm_saves_and_resume_is_exact(make_config):
     assert first.interrupted and first.steps == 11 and first.stopped_by == signal.SIGTERM
     with pytest.raises(UserError, match="already holds checkpoints .* pass --resume"):
         train(cfg)
-    resumed = train(cfg, resume=True)
-    assert resumed.steps == 24 and not resumed.interrupted
-    for name, sae in _saes(reference.run_dir).items():
-        other = _saes(resumed.run_dir)[name]
-        for leaf in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            np.testing.assert_array_equal(np.asarray(getattr(other, leaf)), np.asarray(getattr(sae, leaf)))
-    assert _records(resumed.run_dir)[-1]["saes"] == _records(reference.run_dir)[-1]["saes"]
-    assert [r["step"] for r in _records(resumed.run_dir)] == [r["step"] for r in _records(reference.run_dir)]
+    assert sorted(int(p.name) for p in (first.run_dir / "checkpoints").iterdir()) == [8, 11]
+    shutil.copytree(first.run_dir, first.run_dir.with_name("from8"))
+    shutil.rmtree(first.run_dir.with_name("from8") / "checkpoints" / "11")
+    from8 = dataclasses.replace(cfg, run_dir=str(first.run_dir.with_name("from8")))
+    for run, resumed_from in ((cfg, 11), (from8, 8)):
+        log = io.StringIO()
+        resumed = train(run, resume=True, log_stream=log)
+        assert resumed.steps == 24 and not resumed.interrupted and f"from step {resumed_from}" in log.getvalue()
+        for name, sae in _saes(reference.run_dir).items():
+            other = _saes(resumed.run_dir)[name]
+            for leaf in ("W_enc", "b_enc", "W_dec", "b_dec"):
+                np.testing.assert_array_equal(np.asarray(getattr(other, leaf)), np.asarray(getattr(sae, leaf)))
+        assert _records(resumed.run_dir)[-1]["saes"] == _records(reference.run_dir)[-1]["saes"]
+        assert [r["step"] for r in _records(resumed.run_dir)] == [r["step"] for r in _records(reference.run_dir)]
 
 
 def test_resume_with_another_config_is_refused(make_config):
@@ -129,21 +141,31 @@ def test_resume_with_another_config_is_refused(make_config):
     assert result.steps == 8
 
 
-def test_failed_save_is_loud_and_keeps_the_previous_checkpoint(make_config, monkeypatch):
+@pytest.mark.parametrize("async_save", [False, True])
+def test_failed_save_is_loud_and_keeps_the_previous_checkpoint(make_config, monkeypatch, async_save):
+    """Synchronous: the save call fails. Asynchronous (the default): the write fails in orbax's background thread
+    and surfaces at the next save (the final one, step 12), still reported as step 8's."""
     import orbax.checkpoint as ocp
 
-    cfg = make_config("checkpoint.every=4", "train.total_tokens=1536", run="full")
-    original = ocp.CheckpointManager.save
+    from tests.train.test_checkpoint import fail_in_background
 
-    def save(self, step, *args, **kwargs):
-        if step == 8:
-            raise OSError(28, "No space left on device")
-        return original(self, step, *args, **kwargs)
+    cfg = make_config("checkpoint.every=4", "train.total_tokens=1536", f"checkpoint.async_save={async_save}",
+                      run="full")
+    with monkeypatch.context() as patch:
+        if async_save:
+            fail_in_background(patch, 8)
+        else:
+            original = ocp.CheckpointManager.save
 
-    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
-    with pytest.raises(UserError, match=r"checkpoint save at step 8 failed .*No space left.*previous checkpoint "
-                                        r"\(step 4\) is kept"):
-        train(cfg)
-    monkeypatch.setattr(ocp.CheckpointManager, "save", original)
+            def save(self, step, *args, **kwargs):
+                if step == 8:
+                    raise OSError(28, "No space left on device")
+                return original(self, step, *args, **kwargs)
+
+            patch.setattr(ocp.CheckpointManager, "save", save)
+        with pytest.raises(UserError, match=r"checkpoint save at step 8 failed .*No space left.*previous checkpoint "
+                                            r"\(step 4\) is kept"):
+            train(cfg)
+    assert not (Path(cfg.run_dir) / "summary.json").exists()
     result = train(cfg, resume=True)
     assert result.steps == 12

@@ -52,7 +52,9 @@ def test_sigkill_then_resume_is_bitwise_exact(make_config, tmp_path, _compilatio
                          capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
-    config = _write(make_config(*common, run="killed"), tmp_path / "killed.yaml")
+    # the killed run saves asynchronously (the default; the in-process SIGTERM test covers synchronous saves):
+    # the kill may land while a checkpoint is still being written in the background
+    config = _write(make_config(*common, "checkpoint.async_save=true", run="killed"), tmp_path / "killed.yaml")
     metrics = tmp_path / "killed" / "metrics.jsonl"
     proc = subprocess.Popen(_cli(config), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
