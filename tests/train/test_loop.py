@@ -61,10 +61,11 @@ def test_run_directory_contract(make_config, tiny_model):
     assert len(list((run_dir / "checkpoints").iterdir())) >= 1
 
 
-@pytest.mark.parametrize("implementation", ["xla", "pallas"])
-def test_same_losses_on_one_and_eight_devices(make_config, implementation, monkeypatch):
+@pytest.mark.parametrize("architecture, implementation", [("topk", "xla"), ("topk", "pallas"), ("batchtopk", "xla")])
+def test_same_losses_on_one_and_eight_devices(make_config, architecture, implementation, monkeypatch):
     """data=4 x model=2 gives the single-device run's losses and SAEs; with implementation=pallas the fused
-    TopK kernel runs per 'model' shard (interpret mode on CPU) against the single-device XLA run."""
+    TopK kernel runs per 'model' shard (interpret mode on CPU) against the single-device XLA run. BatchTopK's
+    selection is global over the batch, which the 'data' axis splits: the most sharding-sensitive case."""
     from qwen_sae_jax.sae.kernels import sharded
     traced = []
     real = sharded.model_sharded_topk
@@ -74,7 +75,7 @@ def test_same_losses_on_one_and_eight_devices(make_config, implementation, monke
     # loss by ~1e-4 (measured at step 17 with the default) and hide a real sharding bug behind a loose tolerance;
     # b_dec set explicitly, as the default may change: with b_dec = 0 (what the shrunk median gives here) the
     # meshes agree to 1e-5 for two steps, then layers.0.mlp's FVU differs by 2.5e-4 at step 3, a TopK-tie size
-    wide = "saes.0.encoder_init_norm=1.0", "saes.0.b_dec_init=geometric_median"
+    wide = "saes.0.encoder_init_norm=1.0", "saes.0.b_dec_init=geometric_median", f"saes.0.architecture={architecture}"
     one = train(make_config("mesh.data=1", "log.every=1", "checkpoint.every=0", *wide, run="one"))
     eight = train(make_config("mesh.data=4", "mesh.model=2", "log.every=1", "checkpoint.every=0", *wide,
                               f"saes.0.implementation={implementation}", run="eight"))
@@ -89,7 +90,11 @@ def test_same_losses_on_one_and_eight_devices(make_config, implementation, monke
     saes = _saes(one.run_dir), _saes(eight.run_dir)
     assert saes[0].keys() == saes[1].keys()
     for name, sae in saes[0].items():
+        assert sae.cfg.architecture == architecture
         np.testing.assert_allclose(np.asarray(saes[1][name].W_dec), np.asarray(sae.W_dec), atol=2e-5)
+        np.testing.assert_allclose(np.asarray(saes[1][name].threshold), np.asarray(sae.threshold), rtol=1e-5)
+    if architecture == "batchtopk":     # the inference threshold moved (EMA of the batch's smallest selected value)
+        assert all(float(sae.threshold[0]) > 0 for sae in saes[0].values())
 
 
 @pytest.mark.parametrize("async_save", [False, True])
