@@ -1,4 +1,5 @@
-"""``load_model()`` -> ``LanguageModel``: the user-facing Qwen3 object (forward, capture, intervene, generate).
+"""``load_model()`` -> ``LanguageModel``: the user-facing model object (forward, capture, intervene, generate),
+the same for every family (Qwen3 dense / MoE, Qwen3.5 hybrid dense / MoE; dispatched on ``model_type``).
 
     lm = load_model("tiny")                       # the embedded model (qwen_sae_jax/assets/tiny-qwen3/)
     lm = load_model("/path/to/hf_dir")            # local HF directory (config.json + safetensors)
@@ -25,9 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from qwen_sae_jax import hooks
 from qwen_sae_jax.errors import UserError
-from qwen_sae_jax.models.qwen3.config import Qwen3Config
-from qwen_sae_jax.models.qwen3.modeling import Qwen3ForCausalLM
-from qwen_sae_jax.models.qwen3.params import load_hf
+from qwen_sae_jax.models import registry
 
 TINY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "tiny-qwen3")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -79,31 +78,31 @@ def _load_tokenizer(path: str):
 
 def load_model(name_or_path: str = "tiny", dtype="float32", mesh: Mesh | None = None,
                param_dtype=None) -> "LanguageModel":
-    """Load a Qwen3 / Qwen3-MoE model.
+    """Load a model of any supported ``model_type`` (``models.registry.MODEL_TYPES``).
 
     ``dtype`` is the compute dtype, ``param_dtype`` (default: ``dtype``) the storage dtype.
     ``mesh`` (axes ``'data'`` and ``'model'``): parameters are created directly with their shardings
-    (FSDP over ``data``, tensor/expert parallel over ``model``; see ``models.qwen3.params.PARTITION_RULES``).
+    (FSDP over ``data``, tensor/expert parallel over ``model``; see each family's ``params.PARTITION_RULES``).
     """
     if mesh is not None and not set(mesh.axis_names) <= {"data", "model"}:
         raise UserError(f"mesh axes {mesh.axis_names} are not supported; use axes among ('data', 'model')")
     compute = _dtype(dtype)
     store = compute if param_dtype is None else _dtype(param_dtype)
     path = resolve_model_dir(os.fspath(name_or_path))
-    config, params = load_hf(path, param_dtype=store, mesh=mesh)
+    config, params = registry.load_hf(path, param_dtype=store, mesh=mesh)
     return LanguageModel(config, params, tokenizer=_load_tokenizer(path), dtype=compute, param_dtype=store,
                          mesh=mesh, name=os.fspath(name_or_path))
 
 
 class LanguageModel:
-    """A Qwen3 model with its params and tokenizer; forward, capture, interventions and generation.
+    """A language model with its params and tokenizer; forward, capture, interventions and generation.
 
-    Attributes: ``config`` (Qwen3Config), ``params`` (Flax tree ``model/layers_N/...``), ``tokenizer``
-    (transformers tokenizer or None), ``module`` (the linen ``Qwen3ForCausalLM``), ``mesh`` (or None),
+    Attributes: ``config`` (Qwen3Config or Qwen3_5Config), ``params`` (Flax tree ``model/layers_N/...``),
+    ``tokenizer`` (transformers tokenizer or None), ``module`` (the family's linen causal LM), ``mesh`` (or None),
     ``name`` (what ``load_model`` was given).
     """
 
-    def __init__(self, config: Qwen3Config, params, tokenizer=None, dtype=jnp.float32, param_dtype=None,
+    def __init__(self, config, params, tokenizer=None, dtype=jnp.float32, param_dtype=None,
                  mesh: Mesh | None = None, name: str = ""):
         self.config = config
         self.params = params
@@ -111,8 +110,8 @@ class LanguageModel:
         self.dtype = jnp.dtype(dtype)
         self.mesh = mesh
         self.name = name
-        self.module = Qwen3ForCausalLM(config, dtype=self.dtype,
-                                       param_dtype=self.dtype if param_dtype is None else jnp.dtype(param_dtype))
+        self.module = registry.causal_lm(config, self.dtype,
+                                         self.dtype if param_dtype is None else jnp.dtype(param_dtype))
         self._compiled: OrderedDict = OrderedDict()
 
     def __repr__(self):
@@ -124,11 +123,11 @@ class LanguageModel:
     @property
     def hook_names(self) -> list[str]:
         """Every canonical hook name of this model, in forward order."""
-        return hooks.hook_names(self.config.num_hidden_layers)
+        return hooks.hook_names(self.config.mixers)
 
     def resolve_hooks(self, patterns: str | Iterable[str]) -> list[str]:
         """Canonical names for names / aliases / globs (UserError listing the valid names otherwise)."""
-        return hooks.resolve_hooks(patterns, self.config.num_hidden_layers)
+        return hooks.resolve_hooks(patterns, self.config.mixers)
 
     def _resolve_interventions(self, interventions: Mapping[str, Callable] | None) -> dict[str, Callable]:
         resolved: dict[str, Callable] = {}
@@ -241,7 +240,7 @@ class LanguageModel:
 
         Positions after ``lengths[b]`` hold the pad id. ``stop_ids`` defaults to ``stop_token_ids()``.
         """
-        from qwen_sae_jax.models.qwen3.generate import generate
+        from qwen_sae_jax.models.generate import generate
 
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
@@ -337,8 +336,8 @@ def check_saes_fit(lm, saes: Mapping[str, object]) -> None:
         hook = sae.cfg.hook_name
         if hook not in valid:
             raise UserError(f"SAE {name!r} reads hook {hook!r}, which model {lm.name!r} "
-                            f"({lm.config.num_hidden_layers} layers) does not have; valid: layers.N[.input|"
-                            f".self_attn|.mlp] for N < {lm.config.num_hidden_layers}")
+                            f"({lm.config.num_hidden_layers} layers) does not have; "
+                            + hooks.valid_listing(lm.config.mixers))
         if sae.cfg.d_in != lm.config.hidden_size:
             raise UserError(f"SAE {name!r} has d_in={sae.cfg.d_in} but model {lm.name!r} has width "
                             f"{lm.config.hidden_size}: it belongs to another model")

@@ -86,7 +86,7 @@ def completion_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completion_
 def generate_tokens(lm, tokens, attention_mask=None, steering=None, *, max_new_tokens: int = 32,
                     temperature: float = 0.0, top_p: float = 1.0, seed: int = 0):
     """Steered ``lm.generate_tokens``: new tokens ``[B, N]`` and lengths ``[B]`` (numpy) for left-padded prompts."""
-    from qwen_sae_jax.models.qwen3.generate import generate as generate_loop
+    from qwen_sae_jax.models.generate import generate as generate_loop
 
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise UserError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from qwen_sae_jax.errors import UserError
@@ -86,6 +86,11 @@ class Qwen3Config:
     def model_type(self) -> str:
         return "qwen3_moe" if self.is_moe else "qwen3"
 
+    @property
+    def mixers(self) -> tuple[str, ...]:
+        """Per layer, the name of its token-mixer module (always ``self_attn`` in Qwen3)."""
+        return ("self_attn",) * self.num_hidden_layers
+
     def is_dense_mlp(self, layer: int) -> bool:
         """Whether decoder layer ``layer`` uses the dense SwiGLU MLP (else the sparse MoE block)."""
         if not self.is_moe:
@@ -99,7 +104,7 @@ class Qwen3Config:
     @classmethod
     def from_hf(cls, source: str | os.PathLike | Mapping[str, Any]) -> "Qwen3Config":
         """Build from an HF ``config.json`` (a path to the file or its directory, or the parsed dict)."""
-        hf = _read_json(source)
+        hf = read_json(source)
         where = f" in {source}" if not isinstance(source, Mapping) else ""
 
         model_type = hf.get("model_type")
@@ -128,8 +133,7 @@ class Qwen3Config:
             head_dim = hf.get("head_dim", 128)  # transformers' Qwen3Config default
         else:  # Qwen3MoeAttention: getattr(config, "head_dim", hidden_size // num_attention_heads)
             head_dim = hf.get("head_dim") or int(hf["hidden_size"]) // n_heads
-        eos = hf.get("eos_token_id")
-        eos_ids = () if eos is None else tuple(int(e) for e in (eos if isinstance(eos, list) else [eos]))
+        eos_ids = eos_token_ids(hf.get("eos_token_id"))
 
         kwargs = dict(
             vocab_size=int(hf["vocab_size"]),
@@ -168,11 +172,6 @@ class Qwen3Config:
 
     def to_hf(self) -> dict[str, Any]:
         """The HF ``config.json`` dict (loadable by ``transformers.AutoConfig``)."""
-        eos: Any = None
-        if len(self.eos_token_ids) == 1:
-            eos = self.eos_token_ids[0]
-        elif self.eos_token_ids:
-            eos = list(self.eos_token_ids)
         hf: dict[str, Any] = {
             "architectures": ["Qwen3MoeForCausalLM" if self.is_moe else "Qwen3ForCausalLM"],
             "model_type": self.model_type,
@@ -196,7 +195,7 @@ class Qwen3Config:
             "max_position_embeddings": self.max_position_embeddings,
             "initializer_range": self.initializer_range,
             "bos_token_id": self.bos_token_id,
-            "eos_token_id": eos,
+            "eos_token_id": eos_token_id(self.eos_token_ids),
             "pad_token_id": self.pad_token_id,
         }
         if self.is_moe:
@@ -212,12 +211,27 @@ class Qwen3Config:
 
     def save_hf(self, path: str | os.PathLike) -> None:
         """Write ``config.json`` into directory ``path``."""
-        with open(os.path.join(path, "config.json"), "w") as f:
-            json.dump(self.to_hf(), f, indent=2, sort_keys=True)
-            f.write("\n")
+        save_json(self.to_hf(), path)
 
 
-def _read_json(source) -> dict[str, Any]:
+def eos_token_ids(value) -> tuple[int, ...]:
+    """HF ``eos_token_id`` (None, an int or a list) -> a tuple of ids."""
+    return () if value is None else tuple(int(e) for e in (value if isinstance(value, list) else [value]))
+
+
+def eos_token_id(ids: tuple[int, ...]) -> Any:
+    """A tuple of ids -> HF ``eos_token_id`` (None, an int, or a list for several)."""
+    return None if not ids else ids[0] if len(ids) == 1 else list(ids)
+
+
+def save_json(hf: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write the config dict ``hf`` as ``config.json`` into directory ``path``."""
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(hf, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def read_json(source) -> dict[str, Any]:
     if isinstance(source, Mapping):
         return dict(source)
     path = os.fspath(source)

@@ -59,9 +59,13 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         weight = self.param("weight", nn.initializers.ones, (self.dim,), self.param_dtype)
-        x32 = x.astype(jnp.float32)
-        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return weight.astype(self.dtype) * normed.astype(self.dtype)
+        return weight.astype(self.dtype) * rms_normalize(x, self.eps).astype(self.dtype)
+
+
+def rms_normalize(x, eps: float):
+    """``x / sqrt(mean(x**2) + eps)`` over the last axis, in float32 (returns float32)."""
+    x32 = x.astype(jnp.float32)
+    return x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
 
 
 def rope_cos_sin(position_ids, head_dim: int, theta: float, dtype):
@@ -107,24 +111,38 @@ class Qwen3Attention(nn.Module):
         k = apply_rope(self._norm("k_norm")(k), cos, sin)  # [B, T, K, hd]
 
         if cache_index is not None:
-            if not self.has_variable("cache", "key"):
-                raise ValueError("decoding with cache_index needs the 'cache' collection (see init_cache)")
-            cached_k = self.get_variable("cache", "key")  # [B, S, K, hd]
-            cached_v = self.get_variable("cache", "value")
-            start = (0, cache_index, 0, 0)
-            k = jax.lax.dynamic_update_slice(cached_k, k.astype(cached_k.dtype), start)
-            v = jax.lax.dynamic_update_slice(cached_v, v.astype(cached_v.dtype), start)
-            self.put_variable("cache", "key", k)
-            self.put_variable("cache", "value", v)
-            k, v = k.astype(self.dtype), v.astype(self.dtype)
-
-        q = q.reshape(B, T, K, H // K, hd)  # query head h = k * G + g (HF repeat_kv order)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32) * (hd ** -0.5)  # [B, K, G, T, S]
-        scores = scores + mask_bias[:, None, None, :, :]
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(B, T, H * hd)
+            k, v = update_kv_cache(self, k, v, cache_index)
+        out = grouped_attention(q, k, v, mask_bias, self.dtype)  # [B, T, H*hd]
         return nn.Dense(c.hidden_size, use_bias=c.attention_bias, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=_dense_init(c), name="o_proj")(out)
+
+
+def update_kv_cache(module: nn.Module, k, v, cache_index):
+    """Write this call's ``k, v [B, T, K, hd]`` into ``module``'s ``cache/key``, ``cache/value`` ``[B, S, K, hd]``
+    at ``cache_index``; returns the whole cache (keys, values) in the module's compute dtype."""
+    if not module.has_variable("cache", "key"):
+        raise ValueError("decoding with cache_index needs the 'cache' collection (see init_cache)")
+    cached_k = module.get_variable("cache", "key")  # [B, S, K, hd]
+    cached_v = module.get_variable("cache", "value")
+    start = (0, cache_index, 0, 0)
+    k = jax.lax.dynamic_update_slice(cached_k, k.astype(cached_k.dtype), start)
+    v = jax.lax.dynamic_update_slice(cached_v, v.astype(cached_v.dtype), start)
+    module.put_variable("cache", "key", k)
+    module.put_variable("cache", "value", v)
+    return k.astype(module.dtype), v.astype(module.dtype)
+
+
+def grouped_attention(q, k, v, mask_bias, dtype):
+    """Softmax attention of ``q [B, T, H, hd]`` over ``k, v [B, S, K, hd]`` (query head ``h`` reads kv head
+    ``h // (H // K)``, HF ``repeat_kv`` order), scaled by ``hd ** -0.5``, float32 softmax, plus ``mask_bias
+    [B, T, S]``; returns ``[B, T, H * hd]`` in ``dtype`` (HF eager attention)."""
+    B, T, H, hd = q.shape
+    K = k.shape[2]
+    q = q.reshape(B, T, K, H // K, hd)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32) * (hd ** -0.5)  # [B, K, G, T, S]
+    scores = scores + mask_bias[:, None, None, :, :]
+    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(B, T, H * hd)
 
 
 class Qwen3MLP(nn.Module):
@@ -195,15 +213,23 @@ class Qwen3MoeSparseMoeBlock(nn.Module):
         c = self.config
         B, T, D = x.shape
         flat = x.reshape(B * T, D)
-        router_logits = nn.Dense(c.num_experts, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                                 kernel_init=_dense_init(c), name="gate")(flat)  # [N, E]
-        probs = jax.nn.softmax(router_logits.astype(jnp.float32), axis=-1)
-        top_p, top_i = jax.lax.top_k(probs, c.num_experts_per_tok)  # [N, k]
-        if c.norm_topk_prob:
-            top_p = top_p / jnp.sum(top_p, axis=-1, keepdims=True)
-        top_p = top_p.astype(router_logits.dtype)
-        out = Qwen3MoeExperts(c, dtype=self.dtype, param_dtype=self.param_dtype, name="experts")(flat, top_i, top_p)
+        out = routed_experts(self, c, flat, normalize=c.norm_topk_prob)
         return out.reshape(B, T, D)
+
+
+def routed_experts(module: nn.Module, config, x, *, normalize: bool):
+    """The routed half of a MoE block; call it inside ``module``'s compact ``__call__``: router ``gate``
+    (kernel ``[D, E]``), float32 softmax, top-k (renormalised to sum 1 if ``normalize``), then the ``experts``
+    weighted by those probabilities. ``x [N, D] -> [N, D]``; ``config`` has the MoE fields of Qwen3Config."""
+    kw = dict(dtype=module.dtype, param_dtype=module.param_dtype)
+    router = nn.Dense(config.num_experts, use_bias=False, kernel_init=_dense_init(config), name="gate", **kw)
+    router_logits = router(x)  # [N, E]
+    probs = jax.nn.softmax(router_logits.astype(jnp.float32), axis=-1)
+    top_p, top_i = jax.lax.top_k(probs, config.num_experts_per_tok)  # [N, k]
+    if normalize:
+        top_p = top_p / jnp.sum(top_p, axis=-1, keepdims=True)
+    top_p = top_p.astype(router_logits.dtype)
+    return Qwen3MoeExperts(config, name="experts", **kw)(x, top_i, top_p)
 
 
 class Qwen3DecoderLayer(nn.Module):
@@ -243,6 +269,25 @@ def attention_bias(attention_mask, query_len: int, cache_index=None):
     return jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
 
 
+def decoder_inputs(input_ids, attention_mask, position_ids, cache_index):
+    """``(position_ids [B, T], token_mask [B, T] or None, mask_bias [B, T, S])`` of a forward call.
+
+    Positions default to ``cache_index + 0..T-1``; ``attention_mask`` (``[B, T]``, or ``[B, S]`` over the whole
+    cache when decoding; None = no padding) gives ``token_mask``, this call's slice of it."""
+    B, T = input_ids.shape
+    offset = 0 if cache_index is None else cache_index
+    if position_ids is None:
+        position_ids = jnp.broadcast_to(offset + jnp.arange(T, dtype=jnp.int32)[None], (B, T))
+    token_mask = None
+    if attention_mask is None:
+        if cache_index is not None:
+            raise ValueError("decoding with a cache needs attention_mask [B, S] over the whole cache")
+        attention_mask = jnp.ones((B, T), jnp.int32)
+    else:
+        token_mask = jax.lax.dynamic_slice_in_dim(attention_mask, offset, T, axis=1)
+    return position_ids, token_mask, attention_bias(attention_mask, T, cache_index)
+
+
 class Qwen3Model(nn.Module):
     """Embedding + decoder layers + final norm (HF ``Qwen3Model`` / ``Qwen3MoeModel``)."""
 
@@ -261,21 +306,17 @@ class Qwen3Model(nn.Module):
         """Final-normed hidden states ``[B, T, D]``; with ``num_layers=n`` the raw residual stream after
         the first ``n`` decoder layers (layers ``>= n`` and the final norm are not computed)."""
         c = self.config
-        B, T = input_ids.shape
-        offset = 0 if cache_index is None else cache_index
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(offset + jnp.arange(T, dtype=jnp.int32)[None], (B, T))
-        if attention_mask is None:
-            if cache_index is not None:
-                raise ValueError("decoding with a cache needs attention_mask [B, S] over the whole cache")
-            attention_mask = jnp.ones((B, T), jnp.int32)
-        mask_bias = attention_bias(attention_mask, T, cache_index)  # [B, T, S]
+        position_ids, _, mask_bias = decoder_inputs(input_ids, attention_mask, position_ids, cache_index)
         cos, sin = rope_cos_sin(position_ids, c.head_dim, c.rope_theta, self.dtype)
+        return self.run_layers(input_ids, num_layers, cos, sin, mask_bias, cache_index)
 
+    def run_layers(self, input_ids, num_layers, *layer_args):
+        """Embed, run the first ``num_layers`` decoder layers (all when None) on ``(hidden, *layer_args)``, then
+        the final norm unless truncated."""
         hidden_states = self.embed_tokens(input_ids)  # [B, T, D]
-        n = c.num_hidden_layers if num_layers is None else num_layers
+        n = self.config.num_hidden_layers if num_layers is None else num_layers
         for layer in self.layers[:n]:
-            hidden_states = layer(hidden_states, cos, sin, mask_bias, cache_index)
+            hidden_states = layer(hidden_states, *layer_args)
         if num_layers is not None:
             return hidden_states
         return self.norm(hidden_states)
@@ -317,6 +358,10 @@ class Qwen3ForCausalLM(nn.Module):
         if self.config.tie_word_embeddings:
             return self.model.attend(hidden_states)
         return self.lm_head(hidden_states)  # [B, T, V]
+
+    def init_cache(self, batch_size: int, max_length: int, dtype=jnp.float32):
+        """The zero decoding cache of this model (``init_cache``); callable on the unbound module."""
+        return init_cache(self.config, batch_size, max_length, dtype)
 
 
 def init_cache(config: Qwen3Config, batch_size: int, max_length: int, dtype=jnp.float32):

@@ -58,7 +58,7 @@ def test_cache_equals_full_recompute_and_loop_is_compiled(models):
     # one compiled program with a while loop, not a Python loop re-tracing per token
     programs = [k for k in lm._compiled if k[0] == "generate"]
     assert len(programs) == 1
-    from qwen_sae_jax.models.qwen3.generate import generate
+    from qwen_sae_jax.models.generate import generate
 
     jaxpr = jax.make_jaxpr(lambda p, x, m: generate(lm.module, p, x, m, max_new_tokens=6, stop_ids=(), pad_id=0))(
         lm.params, ids, mask)

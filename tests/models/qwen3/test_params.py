@@ -1,5 +1,4 @@
 """Checkpoint loading/saving through the one HF <-> Flax mapping table."""
-import json
 import os
 
 import jax
@@ -9,8 +8,8 @@ import pytest
 
 from tests.models.qwen3.hf_reference import hf_logits
 from qwen_sae_jax.errors import UserError
-from qwen_sae_jax.models.qwen3 import Qwen3ForCausalLM, load_hf, save_hf
-from qwen_sae_jax.models.qwen3.safetensors_io import SafetensorsFile, save_file
+from qwen_sae_jax.models.qwen3 import load_hf, save_hf
+from qwen_sae_jax.models.safetensors_io import SafetensorsFile, save_file
 
 
 @pytest.mark.parametrize("tied,moe", [(False, False), (True, False), (False, True)], ids=["untied", "tied", "moe"])

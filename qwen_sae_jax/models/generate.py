@@ -1,8 +1,11 @@
-"""Autoregressive generation with a KV cache, compiled as one program (prefill + ``lax.while_loop``).
+"""Autoregressive generation with a decoding cache, compiled as one program (prefill + ``lax.while_loop``),
+for any model family (the module provides ``init_cache``: a KV cache on attention layers, conv + recurrent
+state on Qwen3.5's Gated DeltaNet layers).
 
-Prompts are left-padded ``[B, P]`` with ``attention_mask`` (1 = token). Positions count from each row's
-first real token, as ``transformers``' ``generate`` does. The cache holds ``P + max_new_tokens`` slots;
-step ``t`` writes slot ``P + t``. A row stops after emitting any of ``stop_ids`` (the stop token is kept
+Prompts are left-padded ``[B, P]`` with ``attention_mask`` (1 = token); the pads leave every cache entry at zero
+(masked keys; zeroed inputs of the recurrent layers). Positions count from each row's first real token, as
+``transformers``' ``generate`` does. The KV cache holds ``P + max_new_tokens`` slots; step ``t`` writes slot
+``P + t``. A row stops after emitting any of ``stop_ids`` (the stop token is kept
 in the output and counted in ``lengths``); finished rows emit ``pad_id``. The loop ends when every row
 stopped or ``max_new_tokens`` were produced.
 
@@ -20,7 +23,6 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from qwen_sae_jax.models.qwen3.modeling import Qwen3ForCausalLM, init_cache
 
 
 def sample_next(logits, key, temperature, top_p, *, greedy: bool, use_top_p: bool):
@@ -40,7 +42,7 @@ def sample_next(logits, key, temperature, top_p, *, greedy: bool, use_top_p: boo
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-def generate(module: Qwen3ForCausalLM, params, input_ids, attention_mask, *, max_new_tokens: int,
+def generate(module, params, input_ids, attention_mask, *, max_new_tokens: int,
              stop_ids: Sequence[int], pad_id: int, greedy: bool = True, use_top_p: bool = False,
              temperature=1.0, top_p=1.0, key=None, wrap: Callable | None = None, cache_dtype=None):
     """``(tokens [B, max_new_tokens] int32, lengths [B] int32)``; traceable. Static (Python) arguments:
@@ -50,7 +52,7 @@ def generate(module: Qwen3ForCausalLM, params, input_ids, attention_mask, *, max
     B, P = input_ids.shape
     S = P + max_new_tokens
     key = jax.random.key(0) if key is None else key
-    cache = init_cache(module.config, B, S, cache_dtype or module.dtype)
+    cache = module.init_cache(B, S, cache_dtype or module.dtype)
     mask = jnp.concatenate([attention_mask.astype(jnp.int32), jnp.zeros((B, max_new_tokens), jnp.int32)], axis=1)
     prompt_pos = jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)  # [B, P]
     stop = jnp.asarray(list(stop_ids) or [-1], jnp.int32)
