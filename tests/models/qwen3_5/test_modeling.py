@@ -45,6 +45,7 @@ def test_one_and_several_chunks(hf35, length):
     assert_close(_forward(path, ids), hf_logits(hf_model, ids), where=f"T={length}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
 def test_left_padded_batch_with_mask(hf35, moe):
     hf_model, path = hf35(moe=moe, seed=3)
@@ -79,6 +80,7 @@ def test_truncated_forward_equals_hidden_states_and_skips_layers(hf35):
     assert dots(1) < dots(2) < dots(3)
 
 
+@pytest.mark.slow
 def test_init_matches_checkpoint_tree_and_bf16_policy(hf35):
     from qwen_sae_jax.models.qwen3_5.params import init_params
 
