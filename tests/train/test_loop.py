@@ -26,6 +26,33 @@ def _saes(run_dir):
     return {p.name: load_sae(p) for p in sorted((run_dir / "saes").iterdir())}
 
 
+def _train_until_signal(cfg, step: int, signum: int = signal.SIGTERM):
+    """train(cfg), sending this process ``signum`` once the loop has run ``step`` steps."""
+    from qwen_sae_jax.train import logs
+    original, fired = logs.TrainLogger.advance, []
+
+    def advance(self, at):
+        if at == step and not fired:
+            fired.append(at)
+            os.kill(os.getpid(), signum)
+        return original(self, at)
+
+    logs.TrainLogger.advance = advance
+    try:
+        return train(cfg)
+    finally:
+        logs.TrainLogger.advance = original
+
+
+def _assert_same_saes(run_a, run_b, leaves=("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "act_scale")):
+    a, b = _saes(run_a), _saes(run_b)
+    assert a.keys() == b.keys()
+    for name, sae in a.items():
+        for leaf in leaves:
+            np.testing.assert_array_equal(np.asarray(getattr(b[name], leaf)), np.asarray(getattr(sae, leaf)),
+                                          err_msg=f"{name}.{leaf}")
+
+
 def test_run_directory_contract(make_config, tiny_model):
     cfg = make_config()
     relu = SAEVariantConfig(name="relu", architecture="relu", d_sae=64, hooks=["blocks.1.hook_resid_post"],
@@ -104,20 +131,7 @@ def test_sigterm_saves_and_resume_is_exact(make_config, async_save):
     of the run without the step-11 stop checkpoint, as after a kill) must be exact as well."""
     reference = train(make_config(run="reference"))
     cfg = make_config(f"checkpoint.async_save={async_save}", run="interrupted")
-    stop_at = {"fired": False}
-
-    def stop_soon(step):
-        if step == 11 and not stop_at["fired"]:
-            stop_at["fired"] = True
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    from qwen_sae_jax.train import logs
-    original = logs.TrainLogger.advance
-    logs.TrainLogger.advance = lambda self, step: (stop_soon(step), original(self, step))[1]
-    try:
-        first = train(cfg)
-    finally:
-        logs.TrainLogger.advance = original
+    first = _train_until_signal(cfg, 11)
     assert first.interrupted and first.steps == 11 and first.stopped_by == signal.SIGTERM
     with pytest.raises(UserError, match="already holds checkpoints .* pass --resume"):
         train(cfg)
@@ -129,12 +143,39 @@ def test_sigterm_saves_and_resume_is_exact(make_config, async_save):
         log = io.StringIO()
         resumed = train(run, resume=True, log_stream=log)
         assert resumed.steps == 24 and not resumed.interrupted and f"from step {resumed_from}" in log.getvalue()
-        for name, sae in _saes(reference.run_dir).items():
-            other = _saes(resumed.run_dir)[name]
-            for leaf in ("W_enc", "b_enc", "W_dec", "b_dec"):
-                np.testing.assert_array_equal(np.asarray(getattr(other, leaf)), np.asarray(getattr(sae, leaf)))
+        _assert_same_saes(reference.run_dir, resumed.run_dir)
         assert _records(resumed.run_dir)[-1]["saes"] == _records(reference.run_dir)[-1]["saes"]
         assert [r["step"] for r in _records(resumed.run_dir)] == [r["step"] for r in _records(reference.run_dir)]
+
+
+@pytest.mark.slow   # three short runs per dtype
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_every_architecture_trains_and_resumes_exactly(make_config, dtype):
+    """TopK, BatchTopK, JumpReLU and ReLU-L1 side by side through the real trainer, in float32 and with bf16
+    everywhere the full-size presets use it (model forward and SAE params): each loss falls, each SAE keeps its
+    dtype, and a run stopped at step 11 and resumed ends bitwise equal to the uninterrupted one."""
+    arch = {"topk": {"k": 8}, "batchtopk": {"k": 8}, "jumprelu": {"l0_coefficient": 1e-3},
+            "relu": {"l1_coefficient": 0.05}}
+    saes = [SAEVariantConfig(name=a, architecture=a, d_sae=128, dtype=dtype, dead_tokens_threshold=2048,
+                             optim=make_config().saes[0].optim, **extra) for a, extra in arch.items()]
+
+    def config(run, *extra):
+        cfg = make_config("hooks=[layers.1]", f"model.dtype={dtype}", "train.total_tokens=2048", *extra, run=run)
+        return dataclasses.replace(cfg, saes=saes)
+
+    reference = train(config("reference"))
+    records = _records(reference.run_dir)
+    for name in (f"layers.1__{a}" for a in arch):
+        first, last = records[0]["saes"][name], records[-1]["saes"][name]
+        assert last["loss"] < 0.8 * first["loss"] and last["fvu"] < first["fvu"], (name, first, last)
+    for sae in _saes(reference.run_dir).values():
+        assert {str(getattr(sae, leaf).dtype) for leaf in ("W_enc", "b_enc", "W_dec", "b_dec")} == {dtype}
+        assert np.isfinite(np.asarray(sae.W_dec, np.float32)).all()
+    stopped = _train_until_signal(config("resumed", "checkpoint.async_save=true"), 11)
+    assert stopped.interrupted and stopped.steps == 11
+    train(config("resumed", "checkpoint.async_save=true"), resume=True)
+    _assert_same_saes(reference.run_dir, stopped.run_dir)
+    assert _records(stopped.run_dir) and [r["saes"] for r in _records(stopped.run_dir)] == [r["saes"] for r in records]
 
 
 def test_resume_with_another_config_is_refused(make_config):
