@@ -38,6 +38,21 @@ def test_unknown_names_raise_one_error_listing_valid_names():
         hooks.layers_needed("resid")
 
 
+def test_hybrid_model_names_each_layers_mixer():
+    mixers = ("linear_attn", "linear_attn", "self_attn")
+    assert hooks.hook_names(mixers)[:4] == ["layers.0.input", "layers.0.linear_attn", "layers.0.mlp", "layers.0"]
+    assert hooks.alias_of("layers.0.linear_attn") == "blocks.0.hook_attn_out"
+    assert hooks.resolve_hooks("blocks.*.hook_attn_out", mixers) == ["layers.0.linear_attn", "layers.1.linear_attn",
+                                                                     "layers.2.self_attn"]
+    assert hooks.resolve_hooks(["layers.2.*"], mixers) == ["layers.2.input", "layers.2.self_attn", "layers.2.mlp"]
+    assert hooks.layers_needed("layers.1.linear_attn") == 2
+    assert hooks.hook_names(2) == hooks.hook_names(("self_attn", "self_attn"))
+    with pytest.raises(UserError, match=r"layer 2 is a full-attention layer: its mixer is layers.2.self_attn"):
+        hooks.resolve_hooks("layers.2.linear_attn", mixers)
+    with pytest.raises(UserError, match=r"full-attention layers N in \{2\}"):
+        hooks.resolve_hooks("layers.0.attn", mixers)
+
+
 def _tiny():
     config = Qwen3Config.from_hf({"model_type": "qwen3", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48,
                                   "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
