@@ -137,6 +137,12 @@ class _DatasetColumn(Sequence):
         return self._ds[int(index)][self._column]
 
 
+def _saved_by_datasets(path: str) -> bool:
+    """Whether ``path`` is a folder written by ``Dataset.save_to_disk`` (dataset_info.json) or
+    ``DatasetDict.save_to_disk`` (dataset_dict.json, one folder per split)."""
+    return any(os.path.isfile(os.path.join(path, marker)) for marker in ("dataset_info.json", "dataset_dict.json"))
+
+
 def _open_hf(cfg: TextSourceConfig) -> Sequence[Any]:
     try:
         import datasets
@@ -151,8 +157,7 @@ def _open_hf(cfg: TextSourceConfig) -> Sequence[Any]:
         if cfg.dataset == "text":
             kwargs["sample_by"] = cfg.text_unit
     try:
-        if cfg.dataset not in GENERIC_BUILDERS and os.path.isdir(str(cfg.dataset)) and \
-                os.path.exists(os.path.join(str(cfg.dataset), "dataset_info.json")):
+        if cfg.dataset not in GENERIC_BUILDERS and _saved_by_datasets(str(cfg.dataset)):
             ds = datasets.load_from_disk(cfg.dataset)
             if isinstance(ds, datasets.DatasetDict):
                 if cfg.split not in ds:

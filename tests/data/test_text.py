@@ -54,3 +54,21 @@ def test_hf_datasets_reads_local_files_lazily(tmp_path):
         open_documents(TextSourceConfig(dataset="json", files=[str(tmp_path / "d.jsonl")]))
     # pyarrow comes with datasets: the direct parquet reader works too
     assert open_documents(TextSourceConfig(files=[str(tmp_path / "d.parquet")], text_column="content"))[0] == "doc 0"
+
+
+@pytest.mark.parametrize("kind", ["dataset", "dataset_dict"])
+def test_saved_dataset_directory(tmp_path, kind):
+    """data.dataset = a folder written by `save_to_disk`: a Dataset, or a DatasetDict whose split is chosen."""
+    datasets = pytest.importorskip("datasets")
+    train = datasets.Dataset.from_list([{"text": f"train {i}"} for i in range(4)])
+    if kind == "dataset":
+        train.save_to_disk(str(tmp_path / "saved"))
+    else:
+        test = datasets.Dataset.from_list([{"text": f"test {i}"} for i in range(3)])
+        datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "saved"))
+        docs = open_documents(TextSourceConfig(dataset=str(tmp_path / "saved"), split="test"))
+        assert [docs[i] for i in range(len(docs))] == ["test 0", "test 1", "test 2"]
+        with pytest.raises(UserError, match=r"has no split 'validation'; splits: train, test"):
+            open_documents(TextSourceConfig(dataset=str(tmp_path / "saved"), split="validation"))
+    docs = open_documents(TextSourceConfig(dataset=str(tmp_path / "saved"), split="train"))
+    assert [docs[i] for i in range(len(docs))] == [f"train {i}" for i in range(4)]
