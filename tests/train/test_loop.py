@@ -54,7 +54,7 @@ def _assert_same_saes(run_a, run_b, leaves=("W_enc", "b_enc", "W_dec", "b_dec", 
 
 
 def test_run_directory_contract(make_config, tiny_model):
-    cfg = make_config()
+    cfg = make_config("checkpoint.keep=1", "checkpoint.async_save=true")
     relu = SAEVariantConfig(name="relu", architecture="relu", d_sae=64, hooks=["blocks.1.hook_resid_post"],
                             l1_coefficient=0.5, normalize_activations=True)
     cfg = dataclasses.replace(cfg, saes=cfg.saes + [relu])
@@ -85,7 +85,8 @@ def test_run_directory_contract(make_config, tiny_model):
     # normalize_activations: act_scale estimated from the init sample (inside the jitted group init)
     relu_scale, topk_scale = float(saes["layers.1__relu"].act_scale), float(sae.act_scale)
     assert topk_scale == 1.0 and np.isfinite(relu_scale) and relu_scale > 0 and relu_scale != 1.0
-    assert len(list((run_dir / "checkpoints").iterdir())) >= 1
+    # saved at steps 8, 16 and 24 (the last); checkpoint.keep=1 (the default is 2) pruned the older two
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["24"]
 
 
 @pytest.mark.parametrize("architecture, implementation", [("topk", "xla"), ("topk", "pallas"), ("batchtopk", "xla")])
