@@ -115,6 +115,11 @@ PARTITION_RULES: tuple[tuple[str, P], ...] = (
 ) + QWEN3_RULES
 
 
+def param_shardings(abstract: dict, mesh: Mesh) -> dict:
+    """NamedSharding per parameter for ``mesh`` (axes among 'data', 'model'), by ``PARTITION_RULES``."""
+    return checkpoint.param_shardings(PARTITION_RULES, abstract, mesh)
+
+
 # ---------------------------------------------------------------------------------------- loading / saving
 def load_hf(path: str | os.PathLike, *, param_dtype=jnp.float32, mesh: Mesh | None = None
             ) -> tuple[Qwen3_5Config, dict]:
