@@ -121,6 +121,14 @@ def test_missing_k_for_qwen_scope_release_without_metadata(tmp_path):
     sae = load_sae(folder, layer=7)
     assert (sae.cfg.k, sae.cfg.model_name, sae.cfg.hook_name) == (12, "Qwen/Qwen3-1.7B-Base", "layers.7")
     assert not sae.cfg.apply_b_dec_to_input
+    # a release folder named like Qwen's (…-L0_<k>) states k when no README does; a README row comes first,
+    # and k= overrides both
+    named = tmp_path / "SAE-Res-Qwen3-1.7B-Base-W48-L0_9"
+    named.mkdir()
+    (named / "layer7.sae.pt").write_bytes((folder / "layer7.sae.pt").read_bytes())
+    assert load_sae(named / "layer7.sae.pt").cfg.k == 9 and load_sae(named, layer=7, k=3).cfg.k == 3
+    (named / "README.md").write_text((folder / "README.md").read_text())
+    assert load_sae(named / "layer7.sae.pt").cfg.k == 12
 
 
 def test_reading_safetensors_formats_does_not_import_torch(tmp_path):
