@@ -67,3 +67,68 @@ def test_contrast_empty_or_missing_file_is_one_line(tiny_dir, run_dir, tmp_path,
     blank.write_text("\n  \n")
     assert main(["contrast", str(blank), str(good), "--model", tiny_dir, "--sae", str(run_dir)]) == 2
     assert "holds no non-empty text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_steer_options_reach_generation(tiny_dir, run_dir, capsys, monkeypatch, raw):
+    """--no-chat, --temperature and --seed go to both generations (defaults: a chat turn, greedy, seed 0); the
+    steered one adds alpha times feature 3's decoder row in raw units (W_dec[3] / act_scale): unit-normalised,
+    or as it is with --raw-direction."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from qwen_sae_jax.lm import LanguageModel
+    from qwen_sae_jax.sae import load_sae
+
+    calls = []
+    monkeypatch.setattr(LanguageModel, "generate",
+                        lambda self, prompts, **kw: calls.append(kw) or [f"text {len(calls)}"] * len(prompts))
+    argv = ["steer", "--model", tiny_dir, "--sae", str(run_dir), "--hook", "layers.1", "--feature", "3",
+            "--alpha", "2.5", "--prompt", "hi"]
+    options = ["--raw-direction", "--no-chat", "--temperature", "0.7", "--seed", "3"] if raw else []
+    assert main(argv + options) == 0
+    out = capsys.readouterr().out
+    assert ("add alpha=2.5 (raw row)" in out) == raw and "text 1" in out and "text 2" in out
+    assert len(calls) == 2 and "interventions" not in calls[0]
+    for kw in calls:
+        assert (kw["chat"], kw["temperature"], kw["seed"]) == ((False, 0.7, 3) if raw else (True, 0.0, 0))
+    (hook, fn), = calls[1]["interventions"].items()
+    sae = load_sae(run_dir / "saes" / "layers.1__topk-k8")
+    row = np.asarray(sae.W_dec[3]) / float(sae.act_scale)
+    want = 2.5 * (row if raw else row / np.linalg.norm(row))
+    assert hook == "layers.1"
+    np.testing.assert_allclose(np.asarray(fn(jnp.zeros((1, 2, 32))))[0, 1], want, rtol=1e-5, atol=1e-6)
+
+
+def test_contrast_position_by_and_variant(tiny_dir, run_dir, tmp_path, capsys):
+    """--variant picks one of two SAEs per hook (the same ranking as a run holding only it), and the table printed
+    is the --position / --by list of the JSON."""
+    import shutil
+
+    from qwen_sae_jax.sae import save_sae
+    from tests.steer.conftest import random_sae
+
+    two = tmp_path / "two"
+    shutil.copytree(run_dir, two)
+    only = tmp_path / "only"
+    save_sae(random_sae("layers.1", seed=7, architecture="relu"), two / "saes" / "layers.1__relu")
+    save_sae(random_sae("layers.1", seed=7, architecture="relu"), only / "saes" / "layers.1__relu")
+    pos, neg = tmp_path / "pos.txt", tmp_path / "neg.txt"
+    pos.write_text("the cat sat\nthe dog ran\n")
+    neg.write_text("rain falls\nwind blows\nsun sets\n")
+    common = ["contrast", str(pos), str(neg), "--model", tiny_dir, "--hook", "layers.1", "--top", "5"]
+    assert main(common + ["--sae", str(two)]) == 2
+    assert "several SAEs read layers.1: layers.1__relu, layers.1__topk-k8" in capsys.readouterr().err
+    assert main(common + ["--sae", str(only), "--json", str(tmp_path / "only.json")]) == 0
+    capsys.readouterr()
+    assert main(common + ["--sae", str(two), "--variant", "relu", "--position", "mean", "--by", "rate_diff",
+                          "--json", str(tmp_path / "two.json")]) == 0
+    out = capsys.readouterr().out
+    assert "position mean, ranked by rate_diff" in out
+    top = json.loads((tmp_path / "two.json").read_text())["top"]
+    assert top == json.loads((tmp_path / "only.json").read_text())["top"]
+    table = out.split("== layers.1 (d_sae 64)")[1].strip().splitlines()[1:6]
+    assert [int(line.split()[1]) for line in table] == [r["feature"] for r in top["layers.1"]["mean"]["rate_diff"]]
+    rates = [r["rate_diff"] for r in top["layers.1"]["mean"]["rate_diff"]]
+    assert rates == sorted(rates, reverse=True)
+    assert top["layers.1"]["mean"]["rate_diff"] != top["layers.1"]["last"]["mean_diff"]
