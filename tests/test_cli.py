@@ -26,8 +26,8 @@ def test_help_lists_subcommands(capsys):
     out = capsys.readouterr().out
     assert code == 2
     assert "usage: qwen-sae" in out
-    listed = [line.split()[0] for line in out.split("positional arguments:")[1].splitlines()[2:] if line.startswith("    ")
-              and not line.startswith("      ")]
+    commands = out.split("positional arguments:")[1].splitlines()[2:]
+    listed = [line.split()[0] for line in commands if line.startswith("    ") and not line.startswith("      ")]
     assert listed == list(COMMANDS)
 
 

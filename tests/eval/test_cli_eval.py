@@ -98,6 +98,20 @@ def test_eval_run_directory_writes_tables_and_plots_then_export_uses_them(model_
     assert json.loads((tmp_path / "hub" / "blocks.1.hook_resid_post" / "cfg.json").read_text())[
         "metadata"]["context_size"] == 16
 
+    # the same from a copy of the run without eval/, naming the eval files kept elsewhere (--eval, --density)
+    bare, kept = tmp_path / "bare", tmp_path / "kept-eval"
+    shutil.copytree(run / "saes", bare / "saes")
+    shutil.copy(run / "config.yaml", bare / "config.yaml")
+    shutil.copytree(ev, kept)
+    assert cli.main(["export", "--format", "saelens", str(bare), str(tmp_path / "plain")]) == 0
+    assert "## Evaluation" not in (tmp_path / "plain" / "README.md").read_text()
+    assert not (tmp_path / "plain" / "blocks.1.hook_resid_post" / "sparsity.safetensors").exists()
+    assert cli.main(["export", "--format", "saelens", str(bare), str(tmp_path / "named"), "--eval", str(kept),
+                     "--density", str(kept / "feature_density.safetensors")]) == 0
+    assert (tmp_path / "named" / "README.md").read_text() == readme
+    named = load_file(str(tmp_path / "named" / "blocks.1.hook_resid_post" / "sparsity.safetensors"))["sparsity"]
+    np.testing.assert_array_equal(named, sparsity)
+
 
 METRICS = ("fvu", "cossim", "l0_mean", "dead_fraction", "ce_spliced", "ce_loss_recovered", "kl_spliced")
 

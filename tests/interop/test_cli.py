@@ -52,3 +52,21 @@ def test_export_errors_are_one_line(tmp_path, run_dir, capsys):
     assert not (tmp_path / "sp").exists()
     assert cli.main(["import", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_export_src_format_picks_the_members_of_that_format(tmp_path, run_dir, capsys):
+    """A folder holding a native SAE and a sparsify one: --src-format chooses which are exported."""
+    mixed = tmp_path / "mixed"
+    save_sae(make_sae(hook="layers.1"), mixed / "native-one")
+    assert cli.main(["export", "--format", "sparsify", "--hook", "layers.3", str(run_dir), str(tmp_path / "sp")]) == 0
+    (tmp_path / "sp" / "layers.3").rename(mixed / "layers.3")
+    assert cli.main(["export", "--format", "saelens", "--src-format", "sparsify", str(mixed), str(tmp_path / "a")]) == 0
+    cfg = json.loads((tmp_path / "a" / "cfg.json").read_text())          # one SAE: a single SAELens folder
+    assert cfg["metadata"]["hook_name"] == "blocks.3.hook_resid_post"
+    x = make_inputs()
+    want = make_sae(hook="layers.3", seed=4)(x)
+    np.testing.assert_allclose(np.asarray(load_sae(tmp_path / "a")(x)), np.asarray(want), rtol=1e-5, atol=1e-5)
+    assert cli.main(["export", "--format", "saelens", "--src-format", "native", str(mixed), str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "cfg.json").read_text())["metadata"]["hook_name"] == "blocks.1.hook_resid_post"
+    assert cli.main(["export", "--format", "saelens", "--src-format", "saelens", str(mixed), str(tmp_path / "c")]) == 2
+    assert "no saelens SAE found at" in capsys.readouterr().err
