@@ -4,9 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qwen_sae_jax.train.checkpoint import CheckpointSaveError
-
-from qwen_sae_jax.train.checkpoint import Checkpoints
+from qwen_sae_jax.train.checkpoint import Checkpoints, CheckpointSaveError
+from tests.train.helpers import fail_in_background
 
 
 class _Iter:
@@ -36,21 +35,6 @@ def test_uncommitted_save_is_ignored(tmp_path):
     state, meta = again.restore(2, {"w": jnp.zeros((4,))}, it)
     np.testing.assert_array_equal(np.asarray(state["w"]), 2.0)
     assert meta["step"] == 2 and it.position == 20
-
-
-def fail_in_background(monkeypatch, step: int) -> None:
-    """Make the asynchronous save of ``step`` fail in orbax's background thread, before its temporary folder is
-    renamed (what a disk filling up during the write does)."""
-    from orbax.checkpoint._src.checkpointers import async_checkpointer
-
-    original = async_checkpointer._on_commit_callback
-
-    def commit(tmpdir, *args, **kwargs):
-        if tmpdir.get_final().name == str(step):
-            raise OSError(28, "No space left on device")
-        return original(tmpdir, *args, **kwargs)
-
-    monkeypatch.setattr(async_checkpointer, "_on_commit_callback", commit)
 
 
 @pytest.mark.parametrize("failing, surfaces_at", [(2, "save 3"), (3, "wait")])

@@ -3,10 +3,8 @@ after SIGTERM, resume errors, checkpoint failures."""
 import dataclasses
 import io
 import json
-import os
 import shutil
 import signal
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.sae import load_sae
 from qwen_sae_jax.train.config import SAEVariantConfig
 from qwen_sae_jax.train.loop import train
+from tests.train.helpers import fail_in_background, signal_at
 
 
 def _records(run_dir):
@@ -27,21 +26,8 @@ def _saes(run_dir):
 
 
 def _train_until_signal(cfg, step: int, signum: int = signal.SIGTERM):
-    """train(cfg), sending this process ``signum`` once the loop has run ``step`` steps."""
-    from qwen_sae_jax.train import logs
-    original, fired = logs.TrainLogger.advance, []
-
-    def advance(self, at):
-        if at == step and not fired:
-            fired.append(at)
-            os.kill(os.getpid(), signum)
-        return original(self, at)
-
-    logs.TrainLogger.advance = advance
-    try:
+    with signal_at(step, signum):
         return train(cfg)
-    finally:
-        logs.TrainLogger.advance = original
 
 
 def _assert_same_saes(run_a, run_b, leaves=("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "act_scale")):
@@ -193,8 +179,6 @@ def test_failed_save_is_loud_and_keeps_the_previous_checkpoint(make_config, monk
     """Synchronous: the save call fails. Asynchronous (the default): the write fails in orbax's background thread
     and surfaces at the next save (the final one, step 12), still reported as step 8's."""
     import orbax.checkpoint as ocp
-
-    from tests.train.test_checkpoint import fail_in_background
 
     cfg = make_config("checkpoint.every=4", "train.total_tokens=1536", f"checkpoint.async_save={async_save}",
                       run="full")
