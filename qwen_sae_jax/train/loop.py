@@ -112,12 +112,15 @@ def _drop_records_after(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def _any_process(flag: bool) -> bool:
+def _stop_signal(signum: int | None) -> int | None:
+    """The signal that stops the job: this process's, else the first other process's (a scheduler may signal
+    only one process; every process then stops at the same step and reports that signal)."""
     import jax
     if jax.process_count() == 1:
-        return flag
+        return signum
     from jax.experimental import multihost_utils
-    return bool(np.any(multihost_utils.process_allgather(np.asarray([flag]))))
+    received = [int(s) for s in np.asarray(multihost_utils.process_allgather(np.asarray([signum or 0]))).ravel() if s]
+    return signum or (received[0] if received else None)
 
 
 def _host(tree):
@@ -287,9 +290,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
     interrupted = False
     last_time, last_tokens = time.time(), tokens_seen
     saved_step = latest
+    stopped_by = None
     with _StopRequest() as stop:
         while step < total:
-            if _any_process(stop.signal is not None):
+            stopped_by = _stop_signal(stop.signal)
+            if stopped_by is not None:
                 if saved_step != step:
                     save()
                     saved_step = step
@@ -324,7 +329,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
     if interrupted:
         logger.message(f"stopped by signal at step {step}; checkpoint saved. Continue with --resume")
         logger.close()
-        return RunResult(run_dir, step, tokens_seen, True, None, stopped_by=stop.signal)
+        return RunResult(run_dir, step, tokens_seen, True, None, stopped_by=stopped_by)
 
     # ---------------------------------------------------------------- final SAEs and table
     host_groups = [_host(g.sae) for g in groups]

@@ -111,3 +111,48 @@ def test_two_processes_equal_one(make_config, tmp_path, _compilation_cache):
     b = json.loads((tmp_path / "multi" / "summary.json").read_text())["saes"]
     for name in a:
         assert b[name]["fvu"] == pytest.approx(a[name]["fvu"], rel=1e-4)
+
+
+def test_two_processes_with_model_axis_stop_together_and_resume(make_config, tmp_path, _compilation_cache):
+    """Two processes of two devices each, mesh data=2 x model=2 (each SAE's latents split over devices of both
+    processes): SIGTERM to process 0 stops both at the same step with one checkpoint holding each process's
+    token-iterator state; both resumed, they end where one uninterrupted 4-device process does."""
+    from qwen_sae_jax.train.loop import train
+
+    common = ("train.total_tokens=12800", "checkpoint.every=0", "log.every=5", "mesh.model=2")
+    train(make_config(*common, "mesh.data=2", run="single"))     # one process, 4 of the 8 devices
+
+    config = _write(make_config(*common, run="multi"), tmp_path / "multi.yaml")
+    metrics = tmp_path / "multi" / "metrics.jsonl"
+
+    def start(*extra):
+        port = _free_port()
+        return [subprocess.Popen(_cli(config, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                      "--process-id", str(i), *extra),
+                                 env=_env(2, _compilation_cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for i in range(2)]
+
+    procs = start()
+    deadline = time.time() + 240
+    while time.time() < deadline and procs[0].poll() is None:
+        if metrics.exists() and any(json.loads(line)["step"] >= 20 for line in metrics.read_text().splitlines()):
+            break
+        time.sleep(0.05)
+    procs[0].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], [err[-3000:] for _, err in outs]
+    (step,) = [int(p.name) for p in (tmp_path / "multi" / "checkpoints").iterdir()]
+    assert 20 <= step < 100
+    stream = tmp_path / "multi" / "checkpoints" / str(step) / "stream"
+    assert {"process_0-of-2.json", "process_1-of-2.json"} <= {p.name for p in stream.iterdir()}
+
+    procs = start("--resume")
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert f"from step {step}" in outs[0][1]
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(range(5, 101, 5))
+    want, got = _tensors(tmp_path / "single"), _tensors(tmp_path / "multi")
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
