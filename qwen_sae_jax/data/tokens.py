@@ -5,8 +5,8 @@ Layout of the stream (what makes it independent of the number of processes): a g
 shuffled from ``(seed, r)`` (a fresh order every epoch, epochs repeat forever), tokenised, each followed by
 the EOS token (the document separator, ``add_eos``), concatenated and cut into ``ctx_len`` windows
 (optionally each window starting with BOS, ``prepend_bos``). A process builds only the rows it owns
-(``rows_for_process``), so it reads only its share of the documents, and N processes together produce
-exactly the batches a single process would.
+(``rows_for_process``, or the ``rows`` its devices hold, `train.mesh.process_batch_rows`), so it reads only its
+share of the documents, and N processes together produce exactly the batches a single process would.
 
 The iterator's state (``get_state()`` / ``set_state()``, a JSON-able dict) is per row: the shuffled
 position of the current document and the offset inside it, so resuming restores the exact token stream.
@@ -171,7 +171,7 @@ class TokenBatches:
     """The process-local token batches of the run: ``next(it) -> int32 [rows, ctx_len]``; checkpointable."""
 
     def __init__(self, tokenizer: Any, cfg: DataConfig, process_index: int = 0, process_count: int = 1,
-                 docs: Sequence[Any] | None = None):
+                 docs: Sequence[Any] | None = None, rows: range | None = None):
         if tokenizer is None:
             raise UserError("the model has no tokenizer, so text cannot be tokenised (train from an "
                             "activation cache instead)")
@@ -181,7 +181,7 @@ class TokenBatches:
             if bos_id is None:
                 raise UserError("data.prepend_bos is true but the tokenizer has no BOS token "
                                 "(Qwen3 has none); set data.prepend_bos=false")
-        self.rows = rows_for_process(cfg.batch_size, process_index, process_count)
+        self.rows = rows_for_process(cfg.batch_size, process_index, process_count) if rows is None else rows
         docs = open_documents(cfg) if docs is None else docs
         self.num_documents = len(docs)
         self._dataset = token_rows_dataset(docs, make_tokenize(tokenizer, cfg), cfg, self.rows, bos_id)

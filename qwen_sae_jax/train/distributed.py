@@ -57,3 +57,13 @@ def initialize(cfg: DistributedConfig) -> bool:
         raise UserError(f"jax.distributed.initialize({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) "
                         f"failed: {str(err).splitlines()[0]}") from None
     return True
+
+
+def to_host(tree):
+    """``tree``'s arrays as numpy values on every process, also those sharded over other processes' devices
+    (e.g. an SAE's latents when the 'model' axis spans processes)."""
+    import jax
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)

@@ -123,14 +123,6 @@ def _stop_signal(signum: int | None) -> int | None:
     return signum or (received[0] if received else None)
 
 
-def _host(tree):
-    import jax
-    if jax.process_count() == 1:
-        return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-    return multihost_utils.process_allgather(tree, tiled=True)
-
-
 def _model_shape(cfg: TrainConfig) -> tuple[int, int]:
     """(num_layers, d_model) from the model's config.json, without loading weights."""
     from qwen_sae_jax.lm import resolve_model_dir
@@ -153,7 +145,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
     from qwen_sae_jax.sae import save_sae
     from qwen_sae_jax.train.checkpoint import Checkpoints
     from qwen_sae_jax.train.logs import TrainLogger, require_backends
-    from qwen_sae_jax.train.mesh import make_mesh
+    from qwen_sae_jax.train.mesh import make_mesh, process_batch_rows
     from qwen_sae_jax.train.optim import lr_schedule
     from qwen_sae_jax.train.plan import make_plan
     from qwen_sae_jax.train.step import METRIC_KEYS, Trainer, hook_state
@@ -201,18 +193,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
         if cfg.data.batch_size % n_data:
             raise UserError(f"data.batch_size={cfg.data.batch_size} must be divisible by the 'data' mesh axis "
                             f"({n_data} devices)")
+        rows = process_batch_rows(mesh, cfg.data.batch_size)     # the token rows this process's devices hold
         if cfg.cache.mode == "write":
             if nproc > 1:
                 raise UserError("cache.mode=write runs in a single process (read mode works multi-host)")
             writer = CacheWriter(cfg.cache.dir, plan.hooks, D, act_dtype, cfg.cache.shard_rows, cfg.model.name)
         stream = ActivationStream(
-            plan.hooks, mesh, lm=lm, tokens=TokenBatches(lm.tokenizer, cfg.data, pid, nproc, docs=train_docs),
+            plan.hooks, mesh, lm=lm, tokens=TokenBatches(lm.tokenizer, cfg.data, docs=train_docs, rows=rows),
             special_ids=special_token_ids(lm.tokenizer) if cfg.filter.special_tokens else (),
             drop_first=cfg.filter.first_position, outlier_factor=cfg.filter.norm_outlier_factor,
             writer=writer, global_batch=cfg.data.batch_size, ctx_len=cfg.data.ctx_len)
         if eval_docs is not None:
             try:
-                eval_tokens = TokenBatches(lm.tokenizer, cfg.data, pid, nproc, docs=eval_docs)
+                eval_tokens = TokenBatches(lm.tokenizer, cfg.data, docs=eval_docs, rows=rows)
             except UserError as err:
                 raise UserError(f"held-out documents (every {cfg.eval.holdout_every}th, eval.holdout_every): "
                                 f"{err}; or set eval.holdout_every=0 to evaluate on the training stream") from None
@@ -332,7 +325,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
         return RunResult(run_dir, step, tokens_seen, True, None, stopped_by=stopped_by)
 
     # ---------------------------------------------------------------- final SAEs and table
-    host_groups = [_host(g.sae) for g in groups]
+    host_groups = [distributed.to_host(g.sae) for g in groups]
     if is_main:
         for group, sae in zip(plan.groups, host_groups):
             for j, hook in enumerate(group.hooks):

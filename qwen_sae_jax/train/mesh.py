@@ -48,6 +48,19 @@ def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
     return Mesh(devices[:data * model].reshape(data, model), ("data", "model"))
 
 
+def process_batch_rows(mesh: Mesh, batch_size: int) -> range:
+    """The rows of a ``[batch_size, ...]`` batch sharded over 'data' that this process's devices hold: what it
+    must load itself (``jax.make_array_from_process_local_data``). Processes split the rows when the 'data' axis
+    spans them; when the 'model' axis spans processes, those processes hold (and load) the same rows."""
+    index = NamedSharding(mesh, P("data")).addressable_devices_indices_map((batch_size,))
+    held = {r for (rows,) in index.values() for r in range(*rows.indices(batch_size))}
+    first, last = min(held), max(held)
+    if len(held) != last - first + 1:
+        raise UserError(f"this process's devices hold rows {sorted(held)} of the data axis, not one block; "
+                        "order the mesh devices by process")
+    return range(first, last + 1)
+
+
 def _leaf_name(path) -> str | None:
     for entry in reversed(path):
         name = getattr(entry, "name", None) or getattr(entry, "key", None)

@@ -13,6 +13,7 @@ import numpy as np
 
 from qwen_sae_jax.eval.metrics import ActivationStats, activation_batch_sums
 from qwen_sae_jax.sae import dead_mask
+from qwen_sae_jax.train.distributed import to_host
 from qwen_sae_jax.train.plan import Plan
 from qwen_sae_jax.train.step import hook_state
 
@@ -34,10 +35,10 @@ def evaluate(plan: Plan, groups: tuple, pool: jax.Array, n_rows: int, chunk: int
         n = len(group.hooks)
         for j, (hook, row) in enumerate(zip(group.hooks, group.rows)):
             sae = hook_state(state.sae, j, n)
-            dead = np.asarray(jax.device_get(dead_mask(hook_state(state.tokens_since_fired, j, n), group.cfg)))
+            dead = np.asarray(to_host(dead_mask(hook_state(state.tokens_since_fired, j, n), group.cfg)))
             stats = ActivationStats(d_in=plan.d_in, d_sae=group.cfg.d_sae)
             for start in range(0, n_rows, chunk):
-                stats.add(sums(sae, pool, jnp.asarray(row), jnp.asarray(start), chunk))
+                stats.add(to_host(sums(sae, pool, jnp.asarray(row), jnp.asarray(start), chunk)))
             s = stats.summary()
             results[group.folder(hook)] = {
                 "hook": hook, "variant": group.name, "architecture": group.cfg.architecture,

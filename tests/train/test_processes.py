@@ -1,5 +1,6 @@
 """The real `qwen-sae train` entry point in subprocesses: SIGKILL + --resume is bitwise exact, and two
-cooperating processes (jax.distributed over 127.0.0.1) train the same SAEs as one process."""
+cooperating processes (jax.distributed over 127.0.0.1, the 'model' axis across them), stopped by SIGTERM and
+resumed, train the same SAEs as one process."""
 import json
 import os
 import signal
@@ -86,37 +87,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(make_config, tmp_path, _compilation_cache):
-    from qwen_sae_jax.train.loop import train
-
-    common = ("train.total_tokens=3072", "checkpoint.every=12", "log.every=4")
-    train(make_config(*common, "mesh.data=2", run="single"))     # one process, 2 devices, same global batch
-
-    config = _write(make_config(*common, run="multi"), tmp_path / "multi.yaml")
+def _start(config: Path, devices: int, cache_dir: str, *extra: str) -> list[subprocess.Popen]:
+    """Two cooperating `qwen-sae train` processes (jax.distributed over 127.0.0.1), ``devices`` CPU devices each."""
     port = _free_port()
-    procs = [subprocess.Popen(_cli(config, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                                   "--process-id", str(i)),
-                              env=_env(1, _compilation_cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    assert "2 process(es)" in outs[0][1] and "FVU" in outs[0][0]
-    assert "FVU" not in outs[1][0]                 # only process 0 prints the table
-    want, got = _tensors(tmp_path / "single"), _tensors(tmp_path / "multi")
+    return [subprocess.Popen(_cli(config, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                  "--process-id", str(i), *extra),
+                             env=_env(devices, cache_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i in range(2)]
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Equal SAE tensors (to float reassociation between the meshes) and held-out FVU."""
+    want, got = _tensors(a), _tensors(b)
     assert want.keys() == got.keys()
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
-    a = json.loads((tmp_path / "single" / "summary.json").read_text())["saes"]
-    b = json.loads((tmp_path / "multi" / "summary.json").read_text())["saes"]
-    for name in a:
-        assert b[name]["fvu"] == pytest.approx(a[name]["fvu"], rel=1e-4)
+    rows_a = json.loads((a / "summary.json").read_text())["saes"]
+    rows_b = json.loads((b / "summary.json").read_text())["saes"]
+    assert rows_a.keys() == rows_b.keys()
+    for name in rows_a:
+        assert rows_b[name]["fvu"] == pytest.approx(rows_a[name]["fvu"], rel=1e-4)
 
 
-def test_two_processes_with_model_axis_stop_together_and_resume(make_config, tmp_path, _compilation_cache):
-    """Two processes of two devices each, mesh data=2 x model=2 (each SAE's latents split over devices of both
-    processes): SIGTERM to process 0 stops both at the same step with one checkpoint holding each process's
-    token-iterator state; both resumed, they end where one uninterrupted 4-device process does."""
+def test_two_processes_stop_together_and_resume(make_config, tmp_path, _compilation_cache):
+    """Two processes of two devices each, mesh data=2 x model=2 (the 'data' axis across the processes, so each
+    reads its own half of every batch): SIGTERM to process 0 stops both at the same step with one checkpoint
+    holding each process's token-iterator state; both resumed, they end where one uninterrupted 4-device
+    process does, and only process 0 prints the table."""
     from qwen_sae_jax.train.loop import train
 
     common = ("train.total_tokens=12800", "checkpoint.every=0", "log.every=5", "mesh.model=2")
@@ -124,15 +121,7 @@ def test_two_processes_with_model_axis_stop_together_and_resume(make_config, tmp
 
     config = _write(make_config(*common, run="multi"), tmp_path / "multi.yaml")
     metrics = tmp_path / "multi" / "metrics.jsonl"
-
-    def start(*extra):
-        port = _free_port()
-        return [subprocess.Popen(_cli(config, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                                      "--process-id", str(i), *extra),
-                                 env=_env(2, _compilation_cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True) for i in range(2)]
-
-    procs = start()
+    procs = _start(config, 2, _compilation_cache)
     deadline = time.time() + 240
     while time.time() < deadline and procs[0].poll() is None:
         if metrics.exists() and any(json.loads(line)["step"] >= 20 for line in metrics.read_text().splitlines()):
@@ -141,18 +130,33 @@ def test_two_processes_with_model_axis_stop_together_and_resume(make_config, tmp
     procs[0].send_signal(signal.SIGTERM)
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [143, 143], [err[-3000:] for _, err in outs]
+    assert "2 process(es)" in outs[0][1] and "mesh data=2 model=2" in outs[0][1]
     (step,) = [int(p.name) for p in (tmp_path / "multi" / "checkpoints").iterdir()]
     assert 20 <= step < 100
     stream = tmp_path / "multi" / "checkpoints" / str(step) / "stream"
-    assert {"process_0-of-2.json", "process_1-of-2.json"} <= {p.name for p in stream.iterdir()}
+    states = [json.loads((stream / f"process_{i}-of-2.json").read_text()) for i in range(2)]
+    assert states[0] != states[1]                                     # each process its own rows
 
-    procs = start("--resume")
+    procs = _start(config, 2, _compilation_cache, "--resume")
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert f"from step {step}" in outs[0][1]
+    assert "FVU" in outs[0][0] and "FVU" not in outs[1][0]           # only process 0 prints the table
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(range(5, 101, 5))
-    want, got = _tensors(tmp_path / "single"), _tensors(tmp_path / "multi")
-    assert want.keys() == got.keys()
-    for key in want:
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    _assert_same_run(tmp_path / "single", tmp_path / "multi")
+
+
+def test_model_axis_across_two_processes(make_config, tmp_path, _compilation_cache):
+    """One device per process, mesh data=1 x model=2: each SAE's latents split over the two processes, which
+    both hold (and load) every row of the batch; the same SAEs as one process with data=1 x model=2."""
+    from qwen_sae_jax.train.loop import train
+
+    common = ("train.total_tokens=3072", "checkpoint.every=12", "log.every=4", "mesh.model=2")
+    train(make_config(*common, "mesh.data=1", run="single"))
+    procs = _start(_write(make_config(*common, run="multi"), tmp_path / "multi.yaml"), 1, _compilation_cache)
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "mesh data=1 model=2, 2 process(es)" in outs[0][1]
+    _assert_same_run(tmp_path / "single", tmp_path / "multi")
