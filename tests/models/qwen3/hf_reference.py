@@ -38,3 +38,25 @@ def hf_logits(model, ids, attention_mask=None, position_ids=None):
     t = lambda a: None if a is None else torch.tensor(np.asarray(a))  # noqa: E731
     with torch.no_grad():
         return model(input_ids=t(ids), attention_mask=t(attention_mask), position_ids=t(position_ids)).logits.numpy()
+
+
+def meta_param_counts(hf_config: dict) -> dict[str, int]:
+    """Exact parameter counts of transformers' ``AutoModelForCausalLM`` for ``hf_config`` (a config.json dict, any
+    family transformers knows), built on the meta device (shapes only, nothing allocated): ``total`` (a tied LM
+    head counted once), ``non_embedding`` (less the input embedding and an untied LM head) and ``activated`` (per
+    token: of the routed experts' weights only ``num_experts_per_tok / num_experts`` counted)."""
+    import transformers
+
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**hf_config))
+    params = dict(model.named_parameters())  # a tied parameter appears once
+    total = sum(p.numel() for p in params.values())
+    embeddings = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    embedding = sum(p.numel() for p in params.values() if id(p) in embeddings)
+    experts = sum(p.numel() for n, p in params.items() if ".mlp.experts." in n)
+    inactive = 0
+    if experts:
+        n, k = model.config.num_experts, model.config.num_experts_per_tok
+        assert experts % n == 0
+        inactive = experts // n * (n - k)
+    return {"total": total, "non_embedding": total - embedding, "activated": total - inactive}

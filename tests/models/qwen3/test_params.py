@@ -40,14 +40,44 @@ def test_sharded_checkpoint_with_index(hf_tiny, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, params2, params)
 
 
-def test_bfloat16_checkpoint_loads(hf_tiny, tmp_path):
-    _, path = hf_tiny()
+def _bits(a):
+    """The bfloat16 bit patterns of ``a`` (exact comparison: no tolerance, -0 != 0)."""
+    a = np.asarray(a)
+    assert a.dtype == jnp.bfloat16, a.dtype
+    return a.view(np.uint16)
+
+
+@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+def test_bfloat16_checkpoint_is_the_exact_cast_of_the_reference(hf_tiny, tmp_path, moe):
+    """Saving with dtype=bfloat16 writes, tensor for tensor, the bits torch's own bfloat16 cast of the HF model
+    writes; loading it gives exactly the bfloat16 cast of the float32 parameters (as bfloat16, or upcast)."""
+    import torch
+
+    hf_model, path = hf_tiny(moe=moe)
     config, params = load_hf(path)
     save_hf(params, config, tmp_path / "bf16", dtype=jnp.bfloat16)
-    f = SafetensorsFile(str(tmp_path / "bf16" / "model.safetensors"))
-    assert f.get("model.norm.weight").dtype == jnp.bfloat16
-    _, params_bf = load_hf(tmp_path / "bf16")
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2), params_bf, params)
+    hf_model.to(torch.bfloat16).save_pretrained(tmp_path / "hf_bf16")  # the reference: torch's cast, HF's writer
+    ours = SafetensorsFile(str(tmp_path / "bf16" / "model.safetensors"))
+    ref = SafetensorsFile(str(tmp_path / "hf_bf16" / "model.safetensors"))
+    assert sorted(ours.keys()) == sorted(ref.keys())
+    for key in ref.keys():
+        np.testing.assert_array_equal(_bits(ours.get(key)), _bits(ref.get(key)), err_msg=key)
+
+    cast = jax.tree.map(lambda a: np.asarray(a.astype(jnp.bfloat16)), params)
+    for source in (tmp_path / "bf16", tmp_path / "hf_bf16"):
+        _, params_bf = load_hf(source, param_dtype=jnp.bfloat16)
+        jax.tree.map(lambda a, b: np.testing.assert_array_equal(_bits(a), _bits(b)), params_bf, cast)
+        _, params_up = load_hf(source)  # float32 storage: the bfloat16 values upcast, exactly
+        jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b.astype(np.float32)), params_up, cast)
+    # casting while loading a float32 checkpoint rounds the same way
+    _, params_cast = load_hf(path, param_dtype=jnp.bfloat16)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(_bits(a), _bits(b)), params_cast, cast)
+    # and what was loaded as bfloat16 writes back the same bits
+    _, params_bf = load_hf(tmp_path / "hf_bf16", param_dtype=jnp.bfloat16)
+    save_hf(params_bf, config, tmp_path / "again")
+    again = SafetensorsFile(str(tmp_path / "again" / "model.safetensors"))
+    for key in ref.keys():
+        np.testing.assert_array_equal(_bits(again.get(key)), _bits(ref.get(key)), err_msg=key)
 
 
 def test_bad_checkpoint_lists_every_problem(hf_tiny, tmp_path):

@@ -1,4 +1,7 @@
-"""Published Qwen3 sizes built with jax.eval_shape (no weights): parameter counts equal the model cards."""
+"""Published Qwen3 sizes (every qwen3 / qwen3_moe config in configs/models/) built with jax.eval_shape (no
+weights): parameter counts equal, exactly, transformers' models instantiated on the meta device; and the model
+cards' figures."""
+import json
 import os
 
 import jax
@@ -7,12 +10,22 @@ import pytest
 from flax import traverse_util
 from jax.sharding import Mesh
 
+from tests.models.qwen3.hf_reference import meta_param_counts
 from qwen_sae_jax.models.qwen3 import Qwen3Config
 from qwen_sae_jax.models.qwen3.params import abstract_params, count_params, param_shardings
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs", "models")
 
-# model card figures (billions) at the precision the cards print them
+
+def _read(name):
+    with open(os.path.join(CONFIG_DIR, f"{name}.json")) as f:
+        return json.load(f)
+
+
+QWEN3 = sorted(f[:-len(".json")] for f in os.listdir(CONFIG_DIR)
+               if f.endswith(".json") and _read(f[:-len(".json")])["model_type"] in ("qwen3", "qwen3_moe"))
+
+# model card figures (billions) at the precision the cards print them: these configs are the published models
 CARDS = {
     "Qwen3-0.6B": dict(total=0.6, non_embedding=0.44),
     "Qwen3-1.7B": dict(total=1.7, non_embedding=1.4),
@@ -24,22 +37,25 @@ CARDS = {
 }
 
 
-def _decimals(x: float) -> int:
-    return len(repr(x).split(".")[1]) if "." in repr(x) else 0
+def test_every_qwen3_config_has_its_model_card():
+    assert QWEN3 == sorted(CARDS)
 
 
-@pytest.mark.parametrize("name", sorted(CARDS))
-def test_parameter_counts_match_model_cards(name):
+@pytest.mark.parametrize("name", QWEN3)
+def test_parameter_counts_equal_transformers_on_meta(name):
+    """total, non_embedding and activated, exactly; transformers reads the config.json itself (not our to_hf)."""
     config = Qwen3Config.from_hf(os.path.join(CONFIG_DIR, f"{name}.json"))
     counts = count_params(config)
+    assert counts == meta_param_counts(_read(name))
+    if not config.is_moe:
+        assert counts["activated"] == counts["total"]
     for key, billions in CARDS[name].items():
         got = counts[key] / 1e9
         if key == "activated":  # the 30B-A3B card truncates: 3.353B activated is printed as 3.3B
             assert billions <= got < billions + 0.1, (name, key, counts[key])
         else:
-            assert round(got, _decimals(billions)) == billions, (name, key, counts[key])
-    if not config.is_moe:
-        assert counts["activated"] == counts["total"]
+            decimals = len(repr(billions).split(".")[1])
+            assert round(got, decimals) == billions, (name, key, counts[key])
 
 
 def test_8b_fits_on_chips_smaller_than_the_model():
