@@ -19,7 +19,11 @@ def _make(target: str, venv: Path) -> list[str]:
     """The commands `make TARGET` would run for a fresh venv (dry run)."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    out = subprocess.run(["make", "-n", target, f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # under `make test` this runs nested: without the parent's MAKEFLAGS / MAKELEVEL and with
+    # --no-print-directory, the output is the same as from a shell
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", target, f"VENV={venv}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()
 
