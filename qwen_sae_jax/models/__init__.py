@@ -1,1 +1,1 @@
-"""Language models implemented in Flax (currently Qwen3 dense and MoE)."""
+"""Language models implemented in Flax (Qwen3 and Qwen3.5, dense and MoE; see registry.py)."""
