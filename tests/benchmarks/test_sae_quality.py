@@ -36,6 +36,25 @@ def test_matched_l0_search_finds_the_coefficient_and_interpolates_log_log(bench)
     assert final.fvu == pytest.approx(0.02 * 32.0 ** -0.5, rel=1e-6)
 
 
+def test_matched_l0_search_closes_in_on_a_steep_curve_from_either_start(bench):
+    # ReLU's L0 at the tiny model's attention output falls 41 -> 2 between coefficients 10 and 20: far from a
+    # power law. From either library's default (1, 5) or an over-sparse start the search must end with a run
+    # within 6% of the target, and the FVU it reports must be the curve's (a log-log step across the whole
+    # bracket was 27% off here)
+    def curve(coef):   # L0 = 280 exp(-coef / 4.8): 227, 150, 35, 4.3 at 1, 3, 10, 20 (measured: 235, 125, 41, 2.4)
+        l0 = 280.0 * math.exp(-coef / 4.8)
+        return l0, 1.0 - 0.9 * (l0 / 280.0) ** 0.35
+
+    for start in (1.0, 5.0, 20.0):
+        def run(coef):
+            l0, fvu = curve(coef)
+            return bench.Result(fvu=fvu, l0=l0, dead=0.0, ms_per_step=1.0, coef=coef)
+
+        final, tried = bench.at_target_l0(run, start, 32.0, runs=6)
+        assert min(abs(math.log(t.l0 / 32.0)) for t in tried) < 0.06, [(t.coef, t.l0) for t in tried]
+        assert final.fvu == pytest.approx(1.0 - 0.9 * (32.0 / 280.0) ** 0.35, rel=0.01)
+
+
 def test_dry_run_trains_every_implementation(bench, capsys):
     out = bench.main(["--dry-run", "--archs", "topk", "jumprelu"])
     impls = {(r["arch"], r["impl"]) for r in out["runs"]}
