@@ -19,6 +19,9 @@ values), and everything else at its own library's defaults:
   * SAELens   its own `SAETrainer` (Adam, gradient clipping at norm 1) on `TopKTrainingSAE`,
               `BatchTopKTrainingSAE`, `JumpReLUTrainingSAE`, `StandardTrainingSAE`; evaluated through the
               inference SAE it saves (BatchTopK becomes JumpReLU with its learned threshold, as SAELens ships it).
+              Its JumpReLU trains on inputs scaled to unit mean norm (the scale its threshold and bandwidth
+              defaults are meant for, and ours normalises to) and starts its L0 search from our coefficient;
+              on raw inputs its thresholds cannot rise far enough in the budget to reach the target L0.
 
 TopK and BatchTopK fix L0 (k). JumpReLU and ReLU-L1 are compared at matched L0: each implementation's sparsity
 coefficient is searched (secant steps in log-log space, kept inside the bracket once the target is bracketed;
@@ -70,7 +73,7 @@ PEERS = {"topk": ("sparsify", "saelens"), "batchtopk": ("saelens",), "jumprelu":
 # the sparsity coefficient each implementation starts its L0 search from (its library's default)
 COEF_START = {("ours", "jumprelu"): SAEConfig("jumprelu", 1, 1).l0_coefficient,
               ("ours", "relu"): SAEConfig("relu", 1, 1).l1_coefficient,
-              ("saelens", "jumprelu"): 1.0, ("saelens", "relu"): 1.0}
+              ("saelens", "jumprelu"): SAEConfig("jumprelu", 1, 1).l0_coefficient, ("saelens", "relu"): 1.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +274,9 @@ def train_saelens(arch: str, train: np.ndarray, test: np.ndarray, order: np.ndar
     from sae_lens.training.sae_trainer import SAETrainer
 
     d_in = train.shape[1]
+    if arch == "jumprelu":   # at unit mean norm, the scale of its threshold defaults (and of ours); FVU is unchanged
+        scale = np.float32(1.0 / np.linalg.norm(train[order[:4].reshape(-1)], axis=1).mean())
+        train, test = train * scale, test * scale
     torch.manual_seed(seed)
     common = dict(d_in=d_in, d_sae=budget.d_sae, dtype="float32", device="cpu")
     if arch == "topk":

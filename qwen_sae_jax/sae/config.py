@@ -49,9 +49,12 @@ class SAEConfig:
     """What `load_model` takes to rebuild the model: "tiny", a local path or a hub id."""
     apply_b_dec_to_input: bool = True
     """Subtract ``b_dec`` from the (normalised) input before the encoder."""
-    normalize_activations: bool = False
-    """Scale inputs so their mean norm is sqrt(d_in); the factor is estimated at init from ``x_sample`` and
-    stored in ``SAE.act_scale``; `fold_act_scale` folds it into the weights for export."""
+    normalize_activations: bool | None = None
+    """Scale inputs to a fixed mean norm: sqrt(d_in) (SAELens' ``expected_average_only_in``), or 1 for jumprelu
+    (Gemma Scope's unit scale, the units of the threshold / bandwidth defaults). The factor is estimated at init
+    from ``x_sample``, stored in ``SAE.act_scale`` and folded into the weights on export (`fold_act_scale`).
+    None = the architecture's default: on for jumprelu (whose thresholds Adam moves by about ``lr`` per step,
+    too slowly against raw activations of norm 10-1000), off for the others."""
     dtype: str = "float32"
     """Parameter dtype: "float32" or "bfloat16". Losses are always accumulated in float32."""
     normalize_decoder: bool | None = None
@@ -80,8 +83,9 @@ class SAEConfig:
     l1_coefficient: float = 5.0
     """relu: weight of sum_j z_j * ||W_dec_j|| (mean over tokens)."""
     # --- JumpReLU -----------------------------------------------------------------------------------
-    l0_coefficient: float = 1.0
-    """jumprelu: weight of the L0 penalty (number of active latents per token)."""
+    l0_coefficient: float = 0.002
+    """jumprelu: weight of the L0 penalty (number of active latents per token), against an mse on inputs of
+    mean norm 1 (the default normalisation): 0.002 gives L0 about 30 on the embedded model's residual stream."""
     jumprelu_bandwidth: float = 0.001
     """jumprelu: bandwidth of the rectangle-kernel pseudo-derivative of the threshold."""
     jumprelu_init_threshold: float = 0.001
@@ -100,6 +104,18 @@ class SAEConfig:
         if self.normalize_decoder is None:
             return self.architecture != "relu"
         return self.normalize_decoder
+
+    @property
+    def resolved_normalize_activations(self) -> bool:
+        """Whether inputs are scaled (``normalize_activations`` with its default resolved)."""
+        if self.normalize_activations is None:
+            return self.architecture == "jumprelu"
+        return self.normalize_activations
+
+    @property
+    def normalized_input_norm(self) -> float:
+        """The mean input norm that normalisation scales to: 1 for jumprelu, sqrt(d_in) otherwise."""
+        return 1.0 if self.architecture == "jumprelu" else float(self.d_in) ** 0.5
 
     @property
     def resolved_decoder_init_norm(self) -> float:
@@ -180,6 +196,9 @@ def _validate(cfg: SAEConfig) -> None:
             f"SAEConfig.b_dec_init {cfg.b_dec_init!r} is not valid{did_you_mean(str(cfg.b_dec_init), B_DEC_INITS)}; "
             f"valid: {', '.join(B_DEC_INITS)}"
         )
+    if cfg.normalize_activations not in (None, True, False):
+        raise UserError(f"SAEConfig.normalize_activations must be true, false or null (the architecture's default), "
+                        f"got {cfg.normalize_activations!r}")
     for name in ("decoder_init_norm", "encoder_init_norm"):
         if getattr(cfg, name) is not None and not getattr(cfg, name) > 0:
             raise UserError(f"SAEConfig.{name} must be > 0, got {getattr(cfg, name)!r}")

@@ -4,8 +4,9 @@
   ``cfg.resolved_decoder_init_norm``; ``W_enc`` columns: the same directions with norm
   ``cfg.resolved_encoder_init_norm`` (``W_enc = W_dec^T`` up to scale; trained apart).
 * ``b_enc = 0``; ``threshold``: ``jumprelu_init_threshold`` for jumprelu, 0 otherwise.
-* ``act_scale``: with ``normalize_activations``, sqrt(d_in) / mean ||x|| over ``x_sample`` (so the
-  normalised inputs have mean norm sqrt(d_in)); 1.0 otherwise.
+* ``act_scale``: with ``normalize_activations`` (resolved), ``cfg.normalized_input_norm`` / mean ||x|| over
+  ``x_sample``, so the normalised inputs have mean norm sqrt(d_in) (jumprelu: 1); 1.0 otherwise, and when no
+  sample is given.
 * ``b_dec``: from the normalised ``x_sample``: its geometric median shrunk toward 0 unless it stands out
   from the spread (`shrunk_median`, the default), the plain geometric median (Weiszfeld), the mean, or zeros
   (``cfg.b_dec_init``; zeros as well when no sample is given).
@@ -45,18 +46,21 @@ def geometric_median(points: jax.Array, *, max_iter: int = 100, tol: float = 1e-
     return y
 
 
-def _act_scale(x: jax.Array) -> jax.Array:
-    """sqrt(d_in) / mean_i ||x_i|| for finite x [N, d_in] (traceable; 1.0 for a zero-norm sample)."""
+def _act_scale(x: jax.Array, target_norm: float | None = None) -> jax.Array:
+    """target_norm / mean_i ||x_i|| for finite x [N, d_in] (traceable; 1.0 for a zero-norm sample).
+    target_norm None = sqrt(d_in)."""
+    target = jnp.sqrt(jnp.float32(x.shape[-1])) if target_norm is None else jnp.float32(target_norm)
     mean_norm = jnp.mean(jnp.linalg.norm(x, axis=-1))
-    return jnp.where(mean_norm > 0, jnp.sqrt(jnp.float32(x.shape[-1])) / jnp.maximum(mean_norm, 1e-30), 1.0)
+    return jnp.where(mean_norm > 0, target / jnp.maximum(mean_norm, 1e-30), 1.0)
 
 
-def estimate_act_scale(x: jax.Array) -> jax.Array:
-    """sqrt(d_in) / mean_i ||x_i||: the factor that gives inputs [N, d_in] mean norm sqrt(d_in)."""
+def estimate_act_scale(x: jax.Array, target_norm: float | None = None) -> jax.Array:
+    """target_norm / mean_i ||x_i||: the factor that gives inputs [N, d_in] mean norm ``target_norm``
+    (None = sqrt(d_in); an SAE's own is ``cfg.normalized_input_norm``)."""
     x = jnp.asarray(x, jnp.float32)
     if not bool(jnp.mean(jnp.linalg.norm(x, axis=-1)) > 0):
         raise UserError("cannot estimate act_scale: the activation sample has zero mean norm")
-    return _act_scale(x)
+    return _act_scale(x, target_norm)
 
 
 def shrunk_median(points: jax.Array) -> jax.Array:
@@ -77,9 +81,9 @@ def init_sae(cfg: SAEConfig, key: jax.Array, x_sample: jax.Array | None = None) 
     if not isinstance(cfg, SAEConfig):
         raise UserError(f"init_sae expects an SAEConfig, got {type(cfg).__name__}")
     sample = _clean_sample(cfg, x_sample)
-    if cfg.normalize_activations:
-        if sample is None:
-            raise UserError("normalize_activations=True needs x_sample (raw activations [N, d_in]) in init_sae")
+    if cfg.normalize_activations and sample is None:   # asked for explicitly; the default without a sample: 1
+        raise UserError("normalize_activations=True needs x_sample (raw activations [N, d_in]) in init_sae")
+    if cfg.resolved_normalize_activations and sample is not None:
         estimate_act_scale(sample)  # refuses a zero-norm sample
     return init_sae_from_sample(cfg, key, sample)
 
@@ -91,8 +95,8 @@ def init_sae_from_sample(cfg: SAEConfig, key: jax.Array, sample: jax.Array | Non
     dtype = jnp.dtype(cfg.dtype)
     if sample is not None:
         sample = jnp.asarray(sample, jnp.float32)
-    if cfg.normalize_activations and sample is not None:
-        act_scale = _act_scale(sample)
+    if cfg.resolved_normalize_activations and sample is not None:
+        act_scale = _act_scale(sample, cfg.normalized_input_norm)
     else:
         act_scale = jnp.ones((), jnp.float32)
 

@@ -31,6 +31,7 @@ def test_architecture_defaults():
         (dict(architecture="relu", d_in=0, d_sae=16), "d_in must be a positive integer"),
         (dict(architecture="relu", d_in=8, d_sae=16, dtype="float16"), "valid: float32, bfloat16"),
         (dict(architecture="jumprelu", d_in=8, d_sae=16, jumprelu_bandwidth=0.0), "bandwidth must be > 0"),
+        (dict(architecture="relu", d_in=8, d_sae=16, normalize_activations="yes"), "true, false or null"),
     ],
 )
 def test_bad_configs_raise_one_clear_error(kwargs, message):

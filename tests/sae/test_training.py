@@ -84,6 +84,24 @@ def test_default_init_has_the_documented_scales(arch):
         cfg.replace(encoder_init_norm=0.0)
 
 
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu"])
+def test_default_input_scale_is_unit_norm_for_jumprelu_only(arch):
+    """docs/sae.md: JumpReLU normalises its inputs to mean norm 1 by default (the scale of its threshold and
+    bandwidth defaults); the others keep raw inputs unless asked, and then scale to mean norm sqrt(d_in)."""
+    x = 7.0 * _data(d_in=16)
+    cfg = SAEConfig(architecture=arch, d_in=16, d_sae=48, k=4 if arch in ("topk", "batchtopk") else None)
+    sae = init_sae(cfg, jax.random.key(1), x)
+    mean_norm = float(jnp.mean(jnp.linalg.norm(x * sae.act_scale, axis=-1)))
+    if arch == "jumprelu":
+        assert cfg.resolved_normalize_activations and mean_norm == pytest.approx(1.0, rel=1e-5)
+        assert float(init_sae(cfg, jax.random.key(1)).act_scale) == 1.0   # no sample: nothing to scale by
+        assert float(init_sae(cfg.replace(normalize_activations=False), jax.random.key(1), x).act_scale) == 1.0
+    else:
+        assert not cfg.resolved_normalize_activations and float(sae.act_scale) == 1.0
+        on = init_sae(cfg.replace(normalize_activations=True), jax.random.key(1), x)
+        assert float(jnp.mean(jnp.linalg.norm(x * on.act_scale, axis=-1))) == pytest.approx(4.0, rel=1e-5)
+
+
 def test_init_ties_encoder_to_decoder_and_sets_scale():
     x = _data()
     cfg = SAEConfig(architecture="relu", d_in=8, d_sae=24, normalize_activations=True, b_dec_init="mean")
