@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "eval": "eval",
     "export": "export",
     "import": "import_",
+    "releases": "releases",
     "steer": "steer",
     "refusal": "refusal",
     "contrast": "contrast",

@@ -1,4 +1,9 @@
-"""`qwen-sae import SRC DST`: SAELens / sparsify / Qwen-Scope SAEs -> native JAX SAE folders."""
+"""`qwen-sae import SRC DST`: SAELens / sparsify / Qwen-Scope SAEs -> native JAX SAE folders.
+
+SRC is a local file / folder or a Hugging Face repo id (``Qwen/SAE-Res-Qwen3.5-2B-Base-W32K-L0_100``): with
+``--layer N`` / ``--hook H`` only that SAE's files are downloaded (into the HF cache; ``HF_HUB_OFFLINE=1``
+uses the cache only). A local path wins over a repo id of the same name.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,12 +13,15 @@ HELP = "import SAELens, sparsify or Qwen-Scope SAEs as native JAX SAE folders (.
 
 def add_arguments(parser) -> None:
     parser.add_argument("src", metavar="SRC", help="an SAE file/folder, or a folder of them (sparsify repository, "
-                                                   "Qwen-Scope layer files, multi-SAE SAELens export)")
+                                                   "Qwen-Scope layer files, multi-SAE SAELens export), or a "
+                                                   "Hugging Face repo id (owner/name; see `qwen-sae releases`)")
     parser.add_argument("dst", metavar="DST", help="native SAE folder (one SAE) or folder of native SAE folders")
     parser.add_argument("--format", choices=["native", "saelens", "sparsify", "qwen-scope"],
                         help="format of SRC (default: auto-detected)")
     parser.add_argument("--hook", help="import only this member (folder name or hook name)")
-    parser.add_argument("--layer", type=int, help="import only layer{N}.sae.pt of a Qwen-Scope folder")
+    parser.add_argument("--layer", type=int, help="import only layer{N}.sae.pt of a Qwen-Scope folder or repo "
+                                                  "(from a repo only that file and the README are downloaded)")
+    parser.add_argument("--revision", help="branch, tag or commit of a hub repo id SRC (none: main)")
     parser.add_argument("--k", type=int, help="TopK k of Qwen-Scope files that do not state it")
     parser.add_argument("--norm-scaling-factor", type=float,
                         help="dataset scaling factor of SAELens SAEs with normalize_activations="
@@ -29,10 +37,10 @@ def run(args) -> int:
 
     kw = dict(k=args.k, norm_scaling_factor=args.norm_scaling_factor)
     if args.hook is not None or args.layer is not None:
-        sae = load_sae(args.src, args.format, hook=args.hook, layer=args.layer, **kw)
+        sae = load_sae(args.src, args.format, hook=args.hook, layer=args.layer, revision=args.revision, **kw)
         saes = {sae.cfg.hook_name or Path(args.src).name: sae}
     else:
-        saes = load_saes(args.src, args.format, **kw)
+        saes = load_saes(args.src, args.format, revision=args.revision, **kw)
     if args.model:
         saes = {n: s.replace(cfg=s.cfg.replace(model_name=args.model)) for n, s in saes.items()}
     hooks = [s.cfg.hook_name for s in saes.values()]

@@ -11,6 +11,11 @@ A folder of such SAEs (a training run directory with saes/, a sparsify repositor
 hook point, a multi-SAE SAELens export, a Qwen-Scope folder of layer files) is a collection:
 `load_saes` returns all of it, `load_sae` one member chosen with ``hook=`` (the member folder name, or
 its canonical / TransformerLens hook name) or ``layer=`` (Qwen-Scope: ``layer{N}.sae.pt``).
+
+A ``path`` that is no existing file or folder but looks like a Hugging Face repo id (``owner/name``) is
+loaded from the hub (`qwen_sae_jax.interop.hub`: only the chosen SAE's files are downloaded, into the HF
+cache; ``HF_HUB_OFFLINE=1`` resolves from the cache only); ``revision=`` picks a branch, tag or commit.
+A local path always wins over a repo id of the same name.
 """
 from __future__ import annotations
 
@@ -59,10 +64,14 @@ def detect_format(path: str | os.PathLike) -> str | None:
     return None
 
 
-def find_saes(path: str | os.PathLike, format: str | None = None) -> dict[str, tuple[Path, str]]:
-    """``{name: (location, format)}`` of every SAE at ``path`` (one entry for a single SAE)."""
+def _check_format(format: str | None) -> None:
     if format is not None and format not in FORMATS:
         raise UserError(f"unknown SAE format {format!r}{did_you_mean(format, FORMATS)}; valid: {', '.join(FORMATS)}")
+
+
+def find_saes(path: str | os.PathLike, format: str | None = None) -> dict[str, tuple[Path, str]]:
+    """``{name: (location, format)}`` of every SAE at ``path`` (one entry for a single SAE)."""
+    _check_format(format)
     path = Path(path)
     if not path.exists():
         raise UserError(f"no such file or folder: {path}")
@@ -110,9 +119,32 @@ def _load_one(path: Path, fmt: str, *, k: int | None, norm_scaling_factor: float
     return raw_to_sae(raw)
 
 
+def _hub_repo_id(path: str | os.PathLike, revision: str | None) -> str | None:
+    """``path`` as a hub repo id when it names no existing file or folder and looks like ``owner/name``;
+    None for a local path (which always wins over a repo id of the same name)."""
+    from qwen_sae_jax.interop import hub
+
+    text = os.fspath(path)
+    if not Path(text).exists() and hub.looks_like_repo_id(text):
+        return text
+    if revision is not None:
+        what = "a local path" if Path(text).exists() else "neither an existing path nor a repo id"
+        raise UserError(f"revision={revision!r} (--revision) is for Hugging Face repo ids ('owner/name'); "
+                        f"{text!r} is {what}")
+    return None
+
+
 def load_saes(path: str | os.PathLike, format: str | None = None, *, k: int | None = None,
-              norm_scaling_factor: float | None = None) -> dict:
-    """Every SAE at ``path`` as ``{name: SAE}`` (see the module docstring for names)."""
+              norm_scaling_factor: float | None = None, revision: str | None = None) -> dict:
+    """Every SAE at ``path`` (a local path, or a hub repo id at ``revision``) as ``{name: SAE}`` (see the
+    module docstring for names)."""
+    repo_id = _hub_repo_id(path, revision)
+    if repo_id is not None:
+        from qwen_sae_jax.interop import hub
+
+        _check_format(format)
+        return hub.load_saes_from_hub(repo_id, format, k=k, norm_scaling_factor=norm_scaling_factor,
+                                      revision=revision)
     return {name: _load_one(p, fmt, k=k, norm_scaling_factor=norm_scaling_factor)
             for name, (p, fmt) in find_saes(path, format).items()}
 
@@ -126,18 +158,28 @@ def matches_hook(name: str, hook: str) -> bool:
 
 
 def load_sae(path: str | os.PathLike, format: str | None = None, *, hook: str | None = None,
-             layer: int | None = None, k: int | None = None, norm_scaling_factor: float | None = None):
+             layer: int | None = None, k: int | None = None, norm_scaling_factor: float | None = None,
+             revision: str | None = None):
     """Load one SAE as the JAX `SAE` pytree, from any supported format (see the module docstring).
 
     ``hook`` / ``layer``: which member of a collection. ``k``: TopK k of a Qwen-Scope file when neither
     our ``qwen_scope.json``, the README nor the folder name (``...-L0_50``) says. ``norm_scaling_factor``:
     for SAELens SAEs saved with ``normalize_activations="expected_average_only_in"``.
+    ``revision``: branch, tag or commit when ``path`` is a hub repo id (``"Qwen/SAE-Res-...", layer=10``);
+    an SAE of a Qwen-Scope release (`releases.RELEASES`) gets the release's backbone as ``cfg.model_name``.
     ``.pt`` files are read with ``torch.load(weights_only=True)``: nothing in them is executed.
     """
     if layer is not None:
         if hook is not None:
             raise UserError("give hook= or layer=, not both")
         hook = f"layers.{int(layer)}"
+    repo_id = _hub_repo_id(path, revision)
+    if repo_id is not None:
+        from qwen_sae_jax.interop import hub
+
+        _check_format(format)
+        return hub.load_sae_from_hub(repo_id, format, hook=hook, k=k, norm_scaling_factor=norm_scaling_factor,
+                                     revision=revision)
     found = find_saes(path, format)
     if hook is None:
         if len(found) > 1:
