@@ -88,22 +88,32 @@ def _column(row: Any, column: str, where: str) -> Any:
     return row[column]
 
 
+def read_utf8(path: str | os.PathLike) -> str:
+    """The text of ``path``, which must be UTF-8: anything else raises one UserError naming the file and the
+    byte offset of the first invalid byte (never replaced silently)."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); convert it "
+                        f"to UTF-8 first, e.g. iconv -f latin1 -t utf-8") from None
+
+
 def _read_file(path: str, cfg: TextSourceConfig) -> list[Any]:
     suffix = Path(path).suffix.lower()
     if suffix == ".jsonl":
         docs = []
-        with open(path, encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise UserError(f"{path}:{i}: not valid JSON ({err.msg})") from None
-                    docs.append(_column(row, cfg.text_column, f"{path}:{i}"))
+        for i, line in enumerate(read_utf8(path).split("\n"), 1):   # JSON strings may hold U+2028
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{path}:{i}: not valid JSON ({err.msg})") from None
+                docs.append(_column(row, cfg.text_column, f"{path}:{i}"))
         return docs
     if suffix == ".json":
         try:
-            rows = json.loads(Path(path).read_text(encoding="utf-8"))
+            rows = json.loads(read_utf8(path))
         except json.JSONDecodeError as err:
             raise UserError(f"{path}: not valid JSON ({err.msg})") from None
         if not isinstance(rows, list):
@@ -121,7 +131,7 @@ def _read_file(path: str, cfg: TextSourceConfig) -> list[Any]:
                             f"{did_you_mean(cfg.text_column, table.column_names)}; columns: "
                             f"{', '.join(table.column_names)} (set data.text_column)")
         return table.column(cfg.text_column).to_pylist()
-    return _split_text(Path(path).read_text(encoding="utf-8", errors="replace"), cfg.text_unit)
+    return _split_text(read_utf8(path), cfg.text_unit)
 
 
 class _DatasetColumn(Sequence):

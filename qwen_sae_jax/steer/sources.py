@@ -91,32 +91,32 @@ def read_texts(path: str, column: str = "text") -> list[str]:
     model's folder. Raises UserError when the file is missing, malformed or holds no text."""
     import json
 
+    from qwen_sae_jax.data.text import read_utf8
     from qwen_sae_jax.lm import TINY_DIR
 
     file = os.path.join(TINY_DIR, path[len("tiny:"):]) if path.startswith("tiny:") else path
     if not os.path.isfile(file):
         raise UserError(f"text file {path!r} does not exist")
     texts = []
-    with open(file, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if not file.endswith(".jsonl"):
-                texts.append(line.rstrip("\n"))
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if isinstance(row, dict):
-                if column not in row:
-                    raise UserError(f"{path}:{number}: no field {column!r}{did_you_mean(column, list(row))}; "
-                                    f"fields: {', '.join(map(str, row))}")
-                row = row[column]
-            if not isinstance(row, str):
-                raise UserError(f"{path}:{number}: the text must be a string, got {type(row).__name__}")
-            if row.strip():
-                texts.append(row)
+    for number, line in enumerate(read_utf8(file).split("\n"), 1):   # JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        if not file.endswith(".jsonl"):
+            texts.append(line.rstrip("\r"))
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if isinstance(row, dict):
+            if column not in row:
+                raise UserError(f"{path}:{number}: no field {column!r}{did_you_mean(column, list(row))}; "
+                                f"fields: {', '.join(map(str, row))}")
+            row = row[column]
+        if not isinstance(row, str):
+            raise UserError(f"{path}:{number}: the text must be a string, got {type(row).__name__}")
+        if row.strip():
+            texts.append(row)
     if not texts:
         what = "is empty" if os.path.getsize(file) == 0 else "holds no non-empty text"
         raise UserError(f"text file {path!r} {what}: it needs one text per line (or a JSON object per line)")

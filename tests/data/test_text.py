@@ -72,3 +72,20 @@ def test_saved_dataset_directory(tmp_path, kind):
             open_documents(TextSourceConfig(dataset=str(tmp_path / "saved"), split="validation"))
     docs = open_documents(TextSourceConfig(dataset=str(tmp_path / "saved"), split="train"))
     assert [docs[i] for i in range(len(docs))] == [f"train {i}" for i in range(4)]
+
+
+@pytest.mark.parametrize("name", ["latin1.txt", "latin1.jsonl", "latin1.json"])
+def test_a_file_that_is_not_utf8_is_named_with_its_first_bad_byte(tmp_path, name):
+    body = {"latin1.txt": "caf\u00e9 au lait\n", "latin1.jsonl": '{"text": "caf\u00e9"}\n',
+            "latin1.json": '["caf\u00e9"]'}[name]
+    path = tmp_path / name
+    path.write_bytes(body.encode("latin-1"))
+    offset = body.index("\u00e9")
+    with pytest.raises(UserError, match=rf"{name}: not UTF-8 text \(byte 0xe9 at offset {offset}\)"):
+        open_documents(TextSourceConfig(files=[str(path)]))
+
+
+def test_jsonl_lines_split_on_newlines_only(tmp_path):
+    # U+2028 is legal inside a JSON string; a line iterator that splits on it would break the document
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": "a\u2028b"}, ensure_ascii=False) + "\r\n", encoding="utf-8")
+    assert open_documents(TextSourceConfig(files=[str(tmp_path / "d.jsonl")])) == ["a\u2028b"]

@@ -46,3 +46,10 @@ def test_read_texts(tmp_path):
     with pytest.raises(UserError, match="bad.jsonl:1: not valid JSON"):
         read_texts(str(bad))
     assert len(read_texts("tiny:heldout/harmful_prompts.jsonl", "prompt")) > 10
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("ol\u00e9\r\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin.txt: not UTF-8 text \(byte 0xe9 at offset 2\)"):
+        read_texts(str(latin))
+    windows = tmp_path / "crlf.txt"
+    windows.write_bytes("ol\u00e9\r\nsi\r\n".encode("utf-8"))
+    assert read_texts(str(windows)) == ["ol\u00e9", "si"]
