@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -173,6 +174,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
                 return _convert(value, a, path)
             except UserError as err:
                 errors.append(str(err))
+        if len(errors) == 1:   # one non-null alternative (``float | None``): its own, more precise reason
+            raise UserError(errors[0])
         raise _fail(path, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in args:
@@ -218,15 +221,20 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             if number is not None and number.is_integer():
                 return int(number)
         raise _fail(path, f"expected an integer, got {value!r}")
-    if tp is float:
+    if tp is float:   # every float setting must be finite: nan / inf never mean anything here
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):   # YAML reads "1e-3" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):   # YAML reads "1e-3" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise _fail(path, f"expected a number, got {value!r}")
+        if number is None:
+            raise _fail(path, f"expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise _fail(path, f"expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

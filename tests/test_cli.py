@@ -69,3 +69,19 @@ def test_top_level_api_is_lazy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "module 'qwen_sae_jax' has no attribute 'nothing'"
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["steer", "--sae", "x", "--feature", "1", "--alpha", "nan", "--prompt", "hi"], "--alpha"),
+    (["steer", "--sae", "x", "--feature", "1", "--alpha", "1", "--temperature", "inf", "--prompt", "hi"],
+     "--temperature"),
+    (["eval", "x", "--outlier-factor=-inf"], "--outlier-factor"),
+    (["classify", "a.txt", "b.txt", "--sae", "x", "--test-fraction", "NaN"], "--test-fraction"),
+    (["import", "x", "y", "--norm-scaling-factor", "inf"], "--norm-scaling-factor"),
+])
+def test_non_finite_float_options_are_refused_before_any_work(argv, option, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {option}: expected a finite number, got" in err

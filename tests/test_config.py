@@ -82,6 +82,9 @@ def test_dotted_overrides_are_typed():
     ({}, ["variants.0.architecture=topkk"], "is not one of 'topk', 'relu' (did you mean 'topk'?)"),
     ({"variants": {"k": 1}}, [], "expected a list"),
     ({"steps": -1}, [], "steps must be >= 0"),
+    ({}, ["variants.0.optim.lr=nan"], "config key 'variants.0.optim.lr': expected a finite number, got 'nan'"),
+    ({"variants": [{"optim": {"clip": float("inf")}}]}, [], "expected a finite number, got inf"),
+    ({"extra": {"a": "-inf"}}, [], "config key 'extra.a': expected a finite number"),
     ({}, ["steps"], "not of the form dotted.key=value"),
 ])
 def test_bad_input_is_one_clear_error(data, overrides, message):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from qwen_sae_jax.cli.options import finite_float
+
 HELP = ("Pick the SAE features whose firing rate differs most between two text sets (top1-diff), classify by an "
         "OR rule over them, report precision / recall / F1 on a held-out split.")
 
@@ -21,7 +23,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat", action="store_true", help="render each text as a user turn with the chat template")
     parser.add_argument("--max-len", type=int, default=256, help="tokens per text (longer texts are truncated)")
     parser.add_argument("--batch-size", type=int, default=16, help="texts per forward")
-    parser.add_argument("--threshold", type=float, default=0.0,
+    parser.add_argument("--threshold", type=finite_float, default=0.0,
                         help="a feature fires on a text when its activation exceeds this at any token")
     parser.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
 
@@ -45,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-features", type=int, help="use exactly this many top features (default: the count "
                         "in 1..--max-features with the best F1 on the discovery split)")
     parser.add_argument("--max-features", type=int, default=10, help="largest feature count tried")
-    parser.add_argument("--test-fraction", type=float, default=0.3, help="share of each class held out")
+    parser.add_argument("--test-fraction", type=finite_float, default=0.3, help="share of each class held out")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from qwen_sae_jax.cli.options import finite_float
 from qwen_sae_jax.errors import UserError
 
 HELP = "evaluate SAEs (a run directory or any SAE path/format): FVU, L0, dead latents, CE loss recovered, KL"
@@ -30,7 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--k", type=int, help="TopK k of Qwen-Scope files that do not state it")
     parser.add_argument("--include-special", action="store_true", help="also evaluate special-token positions")
     parser.add_argument("--include-first", action="store_true", help="also evaluate the first position of each sequence")
-    parser.add_argument("--outlier-factor", type=float,
+    parser.add_argument("--outlier-factor", type=finite_float,
                         help="leave out positions with a norm above this factor times the median (default: the "
                              "run's filter.norm_outlier_factor, else off)")
     parser.add_argument("--no-joint", action="store_true", help="skip splicing all SAEs of a layer together")

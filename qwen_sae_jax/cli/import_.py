@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qwen_sae_jax.cli.options import finite_float
+
 HELP = "import SAELens, sparsify or Qwen-Scope SAEs as native JAX SAE folders (.pt read with weights_only)"
 
 
@@ -23,7 +25,7 @@ def add_arguments(parser) -> None:
                                                   "(from a repo only that file and the README are downloaded)")
     parser.add_argument("--revision", help="branch, tag or commit of a hub repo id SRC (none: main)")
     parser.add_argument("--k", type=int, help="TopK k of Qwen-Scope files that do not state it")
-    parser.add_argument("--norm-scaling-factor", type=float,
+    parser.add_argument("--norm-scaling-factor", type=finite_float,
                         help="dataset scaling factor of SAELens SAEs with normalize_activations="
                              "expected_average_only_in (folded into the weights)")
     parser.add_argument("--model", help="set the SAEs' model_name (what load_model takes) when the files lack it")

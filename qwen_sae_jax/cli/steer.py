@@ -5,6 +5,7 @@ import argparse
 import itertools
 import textwrap
 
+from qwen_sae_jax.cli.options import finite_float
 from qwen_sae_jax.errors import UserError
 
 HELP = "steer generation with SAE features (add direction / clamp / scale / ablate); prints unsteered vs steered"
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", help="SAE variant when a run directory has several per hook (saes/<hook>__<variant>)")
     parser.add_argument("--feature", action="append", required=True, metavar="[HOOK:]INDEX",
                         help="feature index (repeatable); prefix HOOK: when several SAEs are loaded")
-    parser.add_argument("--alpha", type=float, help="steering strength (see below); required except for ablate")
+    parser.add_argument("--alpha", type=finite_float, help="steering strength (see below); required except for ablate")
     parser.add_argument("--mode", choices=MODES, default="add", help="how the features are applied")
     parser.add_argument("--where", choices=("all", "prompt", "generated"), default="all",
                         help="positions steered: every one, the prompt only, or generated tokens only")
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="'tiny', a local HF directory or a hub id (default: the SAEs' model_name)")
     parser.add_argument("--no-chat", action="store_true", help="continue the raw prompt instead of a chat user turn")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="tokens to generate")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (same for both columns)")
     parser.add_argument("--width", type=int, default=100, help="total width of the side-by-side output")
 
