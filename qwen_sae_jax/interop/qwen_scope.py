@@ -73,7 +73,7 @@ def write_qwen_scope(raws: Sequence[RawSAE], out_dir: str | os.PathLike) -> None
         sidecar["layers"][str(layer)] = {"k": int(raw.k), "hook_name": raw.hook_name,
                                          "d_model": raw.d_in, "d_sae": raw.d_sae, "cfg": raw.native_cfg}
         sidecar["model_name"] = sidecar["model_name"] or raw.model_name
-    (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+    (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
 
 
 def _k_from_folder(folder: Path, layer: int) -> tuple[int | None, str | None, dict | None]:

@@ -80,7 +80,7 @@ def write_saelens(raw: RawSAE, out_dir: str | os.PathLike, *, log_feature_densit
         if density.shape != (raw.d_sae,):
             raise UserError(f"log feature density has shape {density.shape}, expected ({raw.d_sae},)")
         write_safetensors(out_dir / SPARSITY_FILE, {"sparsity": density})
-    (out_dir / CFG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
+    (out_dir / CFG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def _meta(cfg: dict, key: str):

@@ -47,7 +47,7 @@ def write_sparsify(raw: RawSAE, out_dir: str | os.PathLike) -> None:
     }
     write_safetensors(out_dir / WEIGHTS_FILE, {
         "encoder.weight": raw.W_enc.T, "encoder.bias": raw.b_enc, "W_dec": raw.W_dec, "b_dec": raw.b_dec})
-    (out_dir / CFG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
+    (out_dir / CFG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def read_sparsify(path: str | os.PathLike) -> RawSAE:

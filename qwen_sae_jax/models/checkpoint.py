@@ -37,7 +37,7 @@ from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from qwen_sae_jax.errors import UserError
-from qwen_sae_jax.models.safetensors_io import SafetensorsFile, save_file
+from qwen_sae_jax.safetensors_io import SafetensorsFile, save_file
 
 Index = tuple  # tuple of slices, one per Flax axis
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import jax.numpy as jnp
+import numpy as np
 
 from qwen_sae_jax.atomic import atomic_directory
 from qwen_sae_jax.errors import UserError
@@ -30,7 +31,7 @@ def expected_shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
 
 def save_sae(sae: SAE, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``sae`` to the folder ``path`` (created; its parent must exist or is created). Returns the path."""
-    from safetensors.flax import save_file
+    from qwen_sae_jax.safetensors_io import save_file
 
     path = Path(path)
     if path.exists() and not overwrite:
@@ -42,8 +43,8 @@ def save_sae(sae: SAE, path: str | os.PathLike, *, overwrite: bool = False) -> P
         if not bool(jnp.all(jnp.isfinite(leaf))):
             raise UserError(f"refusing to save an SAE whose {name} contains NaN or inf")
     with atomic_directory(path, force=True) as tmp:
-        tensors = {name: jnp.asarray(getattr(sae, name)) for name in PARAM_NAMES}
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "qwen_sae_jax", "format_version": str(FORMAT_VERSION)})
+        tensors = {name: np.asarray(getattr(sae, name)) for name in PARAM_NAMES}
+        save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": "qwen_sae_jax", "format_version": str(FORMAT_VERSION)})
         meta = {"format_version": FORMAT_VERSION, **sae.cfg.to_dict()}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _fsync_dir_files(tmp)

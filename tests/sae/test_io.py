@@ -72,3 +72,37 @@ def test_fold_act_scale_gives_the_same_function_on_raw_inputs():
     x = jax.random.normal(jax.random.key(3), (5, 6)) * 5
     np.testing.assert_allclose(folded.encode(x), sae.encode(x), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(folded(x), sae(x), rtol=1e-5, atol=1e-5)
+
+
+_WRITE_TWICE = """
+import sys
+import jax, jax.numpy as jnp
+from qwen_sae_jax.sae import SAEConfig, init_sae, save_sae
+from qwen_sae_jax.interop import export_saes
+cfg = SAEConfig(architecture="topk", d_in=6, d_sae=20, k=3, hook_name="layers.1", model_name="tiny")
+sae = init_sae(cfg, jax.random.key(1), jax.random.normal(jax.random.key(0), (32, 6)) * 5)
+save_sae(sae, sys.argv[1] + "/native")
+for fmt in ("saelens", "sparsify", "qwen-scope"):
+    export_saes({"layers.1": sae}, sys.argv[1] + "/" + fmt, fmt)
+"""
+
+
+def test_the_same_sae_is_written_byte_for_byte_the_same_by_two_processes(tmp_path):
+    """safetensors headers (metadata in hash-map order in the `safetensors` package) and JSON files are written
+    with sorted keys: two processes with different hash seeds write identical bytes, native and every export."""
+    import os
+    import subprocess
+    import sys
+
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"run{seed}"
+        out.mkdir()
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", _WRITE_TWICE, str(out)], check=True, env=env, timeout=300)
+        outs.append(out)
+    files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
+    assert len(files) >= 6 and any(f.suffix == ".safetensors" for f in files)
+    assert files == sorted(p.relative_to(outs[1]) for p in outs[1].rglob("*") if p.is_file())
+    for f in files:
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f

@@ -11,7 +11,7 @@ import torch
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.lm import load_model
 from qwen_sae_jax.models.qwen3_5.params import load_hf, save_hf
-from qwen_sae_jax.models.safetensors_io import SafetensorsFile, save_file
+from qwen_sae_jax.safetensors_io import SafetensorsFile, save_file
 from tests.models.qwen3_5.hf_reference import assert_close, hf_logits, reference
 
 IDS = np.random.RandomState(0).randint(0, 128, (2, 9)).astype(np.int32)

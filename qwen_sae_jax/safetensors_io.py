@@ -58,20 +58,25 @@ class SafetensorsFile:
         return raw.view(dtype).reshape(info["shape"])
 
 
-def save_file(tensors: Mapping[str, np.ndarray], path: str, metadata: Mapping[str, str] | None = None) -> None:
-    """Write ``tensors`` to ``path`` (written to ``path + '.tmp'`` then renamed)."""
+def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike,
+              metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``tensors`` to ``path`` (written to ``path + '.tmp'`` then renamed). Byte-reproducible: tensors
+    in name order and the header JSON with sorted keys, so equal inputs give equal files (the ``safetensors``
+    package writes metadata in hash-map order, which varies between processes)."""
+    path = os.fspath(path)
     header: dict = {"__metadata__": dict(metadata or {"format": "pt"})}
     offset = 0
     arrays = []
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
+    for name in sorted(tensors):
+        arr = tensors[name]
+        arr = np.asarray(arr, order="C")   # keeps 0-d arrays 0-d (ascontiguousarray makes them [1])
         if arr.dtype not in _NAMES:
             raise ValueError(f"cannot store dtype {arr.dtype} of {name} in safetensors")
         header[name] = {"dtype": _NAMES[arr.dtype], "shape": list(arr.shape),
                         "data_offsets": [offset, offset + arr.nbytes]}
         offset += arr.nbytes
         arrays.append(arr)
-    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     blob += b" " * (-len(blob) % 8)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
