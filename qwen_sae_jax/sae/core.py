@@ -17,6 +17,7 @@ from __future__ import annotations
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.sae.architectures import get_architecture
@@ -85,6 +86,7 @@ class SAE:
         return x / self.act_scale.astype(x.dtype)
 
     def _flatten_input(self, x: jax.Array, what: str) -> tuple[jax.Array, tuple[int, ...]]:
+        self._check_finite(x, what)
         x = jnp.asarray(x)
         if x.ndim < 1 or x.shape[-1] != self.cfg.d_in:
             raise UserError(
@@ -93,10 +95,19 @@ class SAE:
             )
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise UserError(f"{what}: activations must be floating point; got dtype {x.dtype}")
-        if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
-            bad = int(jnp.sum(~jnp.all(jnp.isfinite(x.reshape(-1, self.cfg.d_in)), axis=-1)))
-            raise UserError(f"{what}: {bad} activation row(s) contain NaN or inf; the SAE needs finite inputs")
         return x.reshape(-1, self.cfg.d_in), x.shape[:-1]
+
+    def _check_finite(self, x, what: str) -> None:
+        """Raise for non-finite rows where that costs no device-to-host sync: host inputs (numpy, lists), or
+        device arrays when ``jax_debug_nans`` is on. Otherwise NaN in gives NaN out for that row (as under jit)."""
+        if isinstance(x, jax.core.Tracer) or (isinstance(x, jax.Array) and not jax.config.jax_debug_nans):
+            return
+        rows = np.asarray(x)
+        if not np.issubdtype(rows.dtype, np.floating) or rows.ndim < 1 or rows.shape[-1] != self.cfg.d_in:
+            return   # the shape / dtype checks that follow say what is wrong
+        bad = int(np.sum(~np.all(np.isfinite(rows.reshape(-1, self.cfg.d_in)), axis=-1)))
+        if bad:
+            raise UserError(f"{what}: {bad} activation row(s) contain NaN or inf; the SAE needs finite inputs")
 
 
 def fold_act_scale(sae: SAE) -> SAE:

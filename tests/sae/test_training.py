@@ -216,6 +216,24 @@ def test_nan_rows_are_skipped_and_counted_never_reaching_parameters(arch):
         assert bool(jnp.all(jnp.isfinite(leaf)))
 
 
+def test_device_inputs_are_not_synced_for_the_nan_check_unless_debugging():
+    """A device array is not pulled to the host to look for NaN (NaN in, NaN out for that row only, as under
+    jit); with jax_debug_nans the eager check runs for device arrays too."""
+    cfg = SAEConfig(architecture="topk", d_in=8, d_sae=24, k=3, hook_name="layers.2")
+    sae = init_sae(cfg, jax.random.key(0))
+    x = jnp.ones((4, 8)).at[1, 1].set(jnp.nan)
+    z = np.asarray(sae.encode(x))
+    assert np.isnan(z[1]).any() and np.isfinite(np.delete(z, 1, axis=0)).all()
+    with jax.transfer_guard_device_to_host("disallow"):
+        sae.encode(jnp.ones((4, 8)))   # no implicit device-to-host transfer on the eager path
+    jax.config.update("jax_debug_nans", True)
+    try:
+        with pytest.raises(UserError, match="encode: 1 activation row"):
+            sae.encode(x)
+    finally:
+        jax.config.update("jax_debug_nans", False)
+
+
 def test_bad_inputs_raise_clear_errors():
     cfg = SAEConfig(architecture="topk", d_in=8, d_sae=24, k=3, hook_name="layers.2")
     sae = init_sae(cfg, jax.random.key(0))
@@ -223,10 +241,12 @@ def test_bad_inputs_raise_clear_errors():
         sae.encode(jnp.ones((4, 7)))
     with pytest.raises(UserError, match="d_in=8"):
         sae_loss(sae, jnp.ones((4, 9)))
+    host = np.ones((4, 8), np.float32)
+    host[1, 1] = np.nan
+    with pytest.raises(UserError, match="encode: 1 activation row"):   # host input: checked for free
+        sae.encode(host)
     with pytest.raises(UserError, match="NaN or inf"):
-        sae.encode(jnp.ones((4, 8)).at[1, 1].set(jnp.nan))
-    with pytest.raises(UserError, match="NaN or inf"):
-        sae(jnp.ones((4, 8)).at[0, 0].set(jnp.inf))
+        sae(np.where(np.arange(8) == 0, np.inf, 1.0)[None].repeat(4, 0))
     with pytest.raises(UserError, match="d_sae=24"):
         sae.decode(jnp.ones((4, 23)))
     with pytest.raises(UserError, match="dead_mask"):
