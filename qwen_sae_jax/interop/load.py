@@ -101,7 +101,7 @@ def _load_one(path: Path, fmt: str, *, k: int | None, norm_scaling_factor: float
     if fmt == "native":
         from safetensors import SafetensorError
 
-        from qwen_sae_jax.sae import load_sae as load_native
+        from qwen_sae_jax.sae import load_native_sae as load_native
 
         try:
             return load_native(path)

@@ -1,11 +1,11 @@
 """The SAE core: config, pytree, per-architecture encode/decode/loss, sparse TopK, kernels, native files.
 
-    from qwen_sae_jax.sae import SAEConfig, SAE, init_sae, save_sae, load_sae, sae_loss
+    from qwen_sae_jax.sae import SAEConfig, SAE, init_sae, save_sae, load_native_sae, sae_loss
 """
 from qwen_sae_jax.sae.config import ARCHITECTURES, IMPLEMENTATIONS, SAEConfig
 from qwen_sae_jax.sae.core import SAE, fold_act_scale
 from qwen_sae_jax.sae.init import estimate_act_scale, geometric_median, init_sae, init_sae_from_sample, shrunk_median
-from qwen_sae_jax.sae.io import load_sae, save_sae
+from qwen_sae_jax.sae.io import load_native_sae, save_sae
 from qwen_sae_jax.sae.losses import LossTerms, sae_loss
 from qwen_sae_jax.sae.training import (
     after_update,
@@ -23,7 +23,7 @@ __all__ = [
     "ARCHITECTURES", "IMPLEMENTATIONS", "SAEConfig", "SAE", "fold_act_scale", "init_sae", "init_sae_from_sample",
     "geometric_median",
     "shrunk_median",
-    "estimate_act_scale", "save_sae", "load_sae", "LossTerms", "sae_loss", "after_update", "before_update",
+    "estimate_act_scale", "save_sae", "load_native_sae", "LossTerms", "sae_loss", "after_update", "before_update",
     "dead_mask", "init_tokens_since_fired", "normalize_decoder", "project_decoder_grads", "trainable_mask",
     "update_batchtopk_threshold", "update_tokens_since_fired",
 ]

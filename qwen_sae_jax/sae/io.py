@@ -51,7 +51,7 @@ def save_sae(sae: SAE, path: str | os.PathLike, *, overwrite: bool = False) -> P
     return path
 
 
-def load_sae(path: str | os.PathLike) -> SAE:
+def load_native_sae(path: str | os.PathLike) -> SAE:
     """Read a native SAE folder written by `save_sae`."""
     from safetensors.flax import load_file
 

@@ -19,7 +19,7 @@ from huggingface_hub.file_download import repo_folder_name
 from qwen_sae_jax import cli
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.interop import RELEASES, export_saes, find_release, load_sae, load_saes
-from qwen_sae_jax.sae import load_sae as load_native
+from qwen_sae_jax.sae import load_native_sae as load_native
 from tests.interop.conftest import make_inputs, make_sae
 
 REAL_SNAPSHOT_DOWNLOAD = huggingface_hub.snapshot_download

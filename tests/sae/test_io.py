@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qwen_sae_jax.errors import UserError
-from qwen_sae_jax.sae import SAE, SAEConfig, fold_act_scale, init_sae, load_sae, save_sae
+from qwen_sae_jax.sae import SAE, SAEConfig, fold_act_scale, init_sae, load_native_sae, save_sae
 
 
 def _sae(dtype="float32"):
@@ -23,7 +23,7 @@ def test_save_load_roundtrip(tmp_path, dtype):
     save_sae(sae, tmp_path / "sae")
     assert sorted(p.name for p in (tmp_path / "sae").iterdir()) == ["cfg.json", "sae.safetensors"]
     assert json.loads((tmp_path / "sae" / "cfg.json").read_text())["hook_name"] == "layers.1.mlp"
-    loaded = load_sae(tmp_path / "sae")
+    loaded = load_native_sae(tmp_path / "sae")
     assert isinstance(loaded, SAE) and loaded.cfg == sae.cfg
     for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "act_scale"):
         assert getattr(loaded, name).dtype == getattr(sae, name).dtype
@@ -38,7 +38,7 @@ def test_refuses_overwrite_unless_asked(tmp_path):
         save_sae(sae, tmp_path / "sae")
     changed = sae.replace(b_dec=sae.b_dec + 1)
     save_sae(changed, tmp_path / "sae", overwrite=True)
-    np.testing.assert_allclose(load_sae(tmp_path / "sae").b_dec, changed.b_dec)
+    np.testing.assert_allclose(load_native_sae(tmp_path / "sae").b_dec, changed.b_dec)
     assert [p.name for p in tmp_path.iterdir()] == ["sae"]
 
 
@@ -51,17 +51,17 @@ def test_refuses_to_save_non_finite(tmp_path):
 
 def test_load_errors_are_clear(tmp_path):
     with pytest.raises(UserError, match="no SAE folder"):
-        load_sae(tmp_path / "missing")
+        load_native_sae(tmp_path / "missing")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "cfg.json").write_text("{}")
     with pytest.raises(UserError, match="missing sae.safetensors"):
-        load_sae(tmp_path / "half")
+        load_native_sae(tmp_path / "half")
     save_sae(_sae(), tmp_path / "bad")
     meta = json.loads((tmp_path / "bad" / "cfg.json").read_text())
     meta["d_sae"] = 21
     (tmp_path / "bad" / "cfg.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="W_enc has shape"):
-        load_sae(tmp_path / "bad")
+        load_native_sae(tmp_path / "bad")
 
 
 def test_fold_act_scale_gives_the_same_function_on_raw_inputs():

@@ -78,7 +78,7 @@ def test_steer_options_reach_generation(tiny_dir, run_dir, capsys, monkeypatch, 
     import numpy as np
 
     from qwen_sae_jax.lm import LanguageModel
-    from qwen_sae_jax.sae import load_sae
+    from qwen_sae_jax import load_sae
 
     calls = []
     monkeypatch.setattr(LanguageModel, "generate",

@@ -3,7 +3,7 @@ per-SAE table and leaves loadable SAEs for every layer x site."""
 import pytest
 
 from qwen_sae_jax.cli import main
-from qwen_sae_jax.sae import load_sae
+from qwen_sae_jax import load_sae
 
 pytestmark = pytest.mark.slow
 
