@@ -103,7 +103,7 @@ def sae_loss(
 ) -> tuple[jax.Array, LossTerms]:
     """Training loss of one batch ``x`` [B, d_in] (raw activations; the SAE normalises them).
 
-    ``dead_mask`` [d_sae] bool marks dead latents (see `training.DeadLatentTracker`) for AuxK (topk,
+    ``dead_mask`` [d_sae] bool marks dead latents (see `training.dead_mask`) for AuxK (topk,
     batchtopk) and the pre-activation loss (jumprelu); None disables those terms. ``implementation``
     selects the TopK kernel ("auto", "pallas", "xla", "approx"). Differentiable w.r.t. the SAE's
     parameters; ``act_scale`` is a constant (no gradient). Returns ``(loss, LossTerms)``.
