@@ -76,7 +76,8 @@ class SAEConfig:
     aux_coefficient: float = 1.0 / 32.0
     """Weight of the AuxK loss (topk, batchtopk)."""
     dead_tokens_threshold: int = 10_000_000
-    """A latent is dead when it has not fired in this many training tokens (see `training.update_tokens_since_fired` and `training.dead_mask`)."""
+    """A latent is dead when it has not fired in this many training tokens (see
+    `training.update_tokens_since_fired` and `training.dead_mask`)."""
     batchtopk_threshold_lr: float = 0.01
     """BatchTopK: EMA rate of the inference threshold toward the smallest selected activation per batch."""
     # --- ReLU + L1 ----------------------------------------------------------------------------------
