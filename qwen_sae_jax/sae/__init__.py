@@ -3,7 +3,7 @@
     from qwen_sae_jax.sae import SAEConfig, SAE, init_sae, save_sae, load_native_sae, sae_loss
 """
 from qwen_sae_jax.sae.config import ARCHITECTURES, IMPLEMENTATIONS, SAEConfig
-from qwen_sae_jax.sae.core import SAE, fold_act_scale
+from qwen_sae_jax.sae.core import SAE, SparseLatents, fold_act_scale
 from qwen_sae_jax.sae.init import estimate_act_scale, geometric_median, init_sae, init_sae_from_sample, shrunk_median
 from qwen_sae_jax.sae.io import load_native_sae, save_sae
 from qwen_sae_jax.sae.losses import LossTerms, sae_loss
@@ -20,7 +20,8 @@ from qwen_sae_jax.sae.training import (
 )
 
 __all__ = [
-    "ARCHITECTURES", "IMPLEMENTATIONS", "SAEConfig", "SAE", "fold_act_scale", "init_sae", "init_sae_from_sample",
+    "ARCHITECTURES", "IMPLEMENTATIONS", "SAEConfig", "SAE", "SparseLatents", "fold_act_scale", "init_sae",
+    "init_sae_from_sample",
     "geometric_median",
     "shrunk_median",
     "estimate_act_scale", "save_sae", "load_native_sae", "LossTerms", "sae_loss", "after_update", "before_update",

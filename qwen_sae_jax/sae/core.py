@@ -14,6 +14,8 @@ training-time policy). ``implementation`` ("auto" | "pallas" | "xla" | "approx")
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,13 @@ from qwen_sae_jax.sae.config import SAEConfig
 from qwen_sae_jax.sae.sparse import sparse_decode
 
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "act_scale")
+
+
+class SparseLatents(NamedTuple):
+    """`SAE.encode_topk`'s sparse latents (unpacks as ``acts, idx``)."""
+
+    acts: jax.Array  # [..., k] activations, sorted decreasing along the last axis
+    idx: jax.Array  # [..., k] int32 latent ids
 
 
 @flax.struct.dataclass
@@ -44,7 +53,7 @@ class SAE:
         z = get_architecture(self.cfg.architecture).encode(self, self._normalise(flat), implementation)
         return z.reshape(lead + (self.cfg.d_sae,))
 
-    def encode_topk(self, x: jax.Array, *, implementation: str = "auto") -> tuple[jax.Array, jax.Array]:
+    def encode_topk(self, x: jax.Array, *, implementation: str = "auto") -> SparseLatents:
         """TopK only: the sparse form ``(acts [..., k], idx [..., k] int32)`` of `encode`, rows sorted by
         decreasing activation; differentiable w.r.t. the parameters without a dense [.., d_sae] matrix."""
         if self.cfg.architecture != "topk":
@@ -53,7 +62,7 @@ class SAE:
 
         flat, lead = self._flatten_input(x, "encode_topk")
         acts, idx = encode_sparse(self, self._normalise(flat), implementation)
-        return acts.reshape(lead + (self.cfg.k,)), idx.reshape(lead + (self.cfg.k,))
+        return SparseLatents(acts.reshape(lead + (self.cfg.k,)), idx.reshape(lead + (self.cfg.k,)))
 
     def decode(self, z: jax.Array) -> jax.Array:
         """Raw-unit reconstruction [..., d_in] of dense latents z [..., d_sae]."""

@@ -9,11 +9,21 @@ shard by `kernels/sharded.py` when the context mesh splits the latents over 'mod
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from qwen_sae_jax.sae.config import resolve_implementation
+
+class TopKSelection(NamedTuple):
+    """What `select_topk` returns (unpacks as ``acts, idx, pre``)."""
+
+    acts: jax.Array  # [B, k] >= 0, rows sorted by decreasing activation
+    idx: jax.Array  # [B, k] int32 latent ids
+    pre: jax.Array | None  # [B, d_sae] x_enc @ W_enc without b_enc (xla / approx), None on the Pallas path
+
 
 # recall requested from lax.approx_max_k (measured in benchmarks/sae_step.py, see docs/sae.md)
 APPROX_RECALL_TARGET = 0.95
@@ -66,7 +76,7 @@ def grouped_top_k(pre: jax.Array, bias: jax.Array, k: int, group: int = 16) -> t
 
 def select_topk(
     x_enc: jax.Array, W_enc: jax.Array, b_enc: jax.Array, k: int, implementation: str = "auto"
-) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+) -> TopKSelection:
     """Select the k largest ReLU'd pre-activations per row.
 
     x_enc [B, d_in] (already normalised and b_dec-shifted), W_enc [d_in, d_sae], b_enc [d_sae].
@@ -85,7 +95,7 @@ def select_topk(
             acts, idx = model_sharded_topk(x_enc, W_enc, b_enc, k, mesh)
         else:
             acts, idx = fused_encoder_topk(x_enc, W_enc, b_enc, k)
-        return acts.astype(W_enc.dtype), idx, None
+        return TopKSelection(acts.astype(W_enc.dtype), idx, None)
     pre = encoder_matmul(x_enc, W_enc)  # [B, d_sae], no bias
     vals, idx = top_k_of(pre, b_enc.astype(pre.dtype), k, implementation)
-    return jnp.maximum(vals, 0), idx, pre
+    return TopKSelection(jnp.maximum(vals, 0), idx, pre)

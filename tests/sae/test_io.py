@@ -106,3 +106,17 @@ def test_the_same_sae_is_written_byte_for_byte_the_same_by_two_processes(tmp_pat
     assert files == sorted(p.relative_to(outs[1]) for p in outs[1].rglob("*") if p.is_file())
     for f in files:
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+
+
+def test_sparse_selections_are_named_tuples():
+    from qwen_sae_jax.sae.select import select_topk
+
+    cfg = SAEConfig(architecture="topk", d_in=6, d_sae=20, k=3)
+    sae = init_sae(cfg, jax.random.key(1))
+    x = jax.random.normal(jax.random.key(0), (5, 6))
+    latents = sae.encode_topk(x)
+    acts, idx = latents
+    assert latents.acts is acts and latents.idx is idx and latents.idx.shape == (5, 3)
+    chosen = select_topk(x - sae.b_dec, sae.W_enc, sae.b_enc, 3, "xla")
+    np.testing.assert_array_equal(chosen.idx, idx)
+    assert chosen.pre.shape == (5, 20) and chosen.acts.shape == (5, 3)
