@@ -19,6 +19,7 @@ chunks. In a chunk, with ``G = cumsum(g)`` and ``D[i, j] = exp(G_i - G_j)`` for 
 is masked to -inf before the exp, so it never overflows)::
 
     (I + strict_lower((beta k) k^T * D)) [U | W] = [beta v | beta exp(G) k]    unit-diagonal triangular solve
+                                                                       (`_solve_unit_lower`)
     V' = U - W S
     O  = exp(G) q S + ((q k^T) * D) V'
     S <- exp(G_C) S + (exp(G_C - G) k)^T V'
@@ -89,6 +90,27 @@ def _token_step(state, token):
     return state, _einsum("bhk,bhkv->bhv", q, state)
 
 
+def _forward_substitution(system, rhs):
+    """x with (I + strict_lower(system)) x = rhs, row by row (``lax.fori_loop`` over the C rows)."""
+    c = system.shape[-1]
+    strict = jnp.where(jnp.tril(jnp.ones((c, c), bool), -1), system, 0)  # [B, H, C, C]
+
+    def row(i, x):  # rows >= i of x are still 0, so the product reads only the solved rows j < i
+        return x.at[..., i, :].set(rhs[..., i, :] - _einsum("bhj,bhjd->bhd", strict[..., i, :], x))
+
+    return jax.lax.fori_loop(0, c, row, jnp.zeros_like(rhs))
+
+
+def _solve_unit_lower(system, rhs):
+    """Unit-diagonal lower-triangular solve of ``system`` [B, H, C, C] (strict lower part read) for ``rhs``
+    [B, H, C, D]. XLA's triangular solve on TPU / GPU; forward substitution on CPU, where jaxlib's LAPACK
+    trsm deadlocks when several CPU devices run it at once (each call waits on sub-tasks it queued on the
+    shared intra-op thread pool, whose threads are all held by such calls: seen on 8 forced host devices)."""
+    return jax.lax.platform_dependent(
+        system, rhs, cpu=_forward_substitution,
+        default=lambda a, b: solve_triangular(a, b, lower=True, unit_diagonal=True))
+
+
 def _chunk_step(state, chunk):
     q, k, v, g, beta = chunk  # [B, H, C, dk], [B, H, C, dk], [B, H, C, dv], [B, H, C], [B, H, C]
     c, dv = v.shape[-2:]
@@ -99,7 +121,7 @@ def _chunk_step(state, chunk):
     k_beta = k * beta[..., None]  # [B, H, C, dk]
     system = _einsum("bhik,bhjk->bhij", k_beta, k) * decay  # [B, H, C, C]; the solve reads its strict lower part
     rhs = jnp.concatenate([v * beta[..., None], k_beta * exp_cum], axis=-1)  # [B, H, C, dv + dk]
-    solved = solve_triangular(system, rhs, lower=True, unit_diagonal=True)
+    solved = _solve_unit_lower(system, rhs)  # [B, H, C, dv + dk]
     u, w = solved[..., :dv], solved[..., dv:]  # [B, H, C, dv], [B, H, C, dk]
     v_new = u - _einsum("bhck,bhkv->bhcv", w, state)  # [B, H, C, dv]
     attn = _einsum("bhik,bhjk->bhij", q, k) * decay  # [B, H, C, C]

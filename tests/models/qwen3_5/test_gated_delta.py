@@ -196,3 +196,20 @@ def test_memory_stays_linear_in_t():
     shapes += [jax.ShapeDtypeStruct((1, t, heads), jnp.float32)] * 2
     memory = jax.jit(chunk_gated_delta_rule).lower(*shapes).compile().memory_analysis()
     assert memory.temp_size_in_bytes < 2**28  # 256 MiB; the f32 copies of q, k, v and the output are 128 MiB
+
+
+def test_cpu_solve_is_forward_substitution_equal_to_the_triangular_solve():
+    """On CPU the chunk's unit-lower solve avoids jaxlib's LAPACK trsm (it deadlocks when several host devices
+    run it at once); the forward substitution equals jax.scipy's triangular solve."""
+    from jax.scipy.linalg import solve_triangular
+
+    from qwen_sae_jax.models.qwen3_5 import gated_delta
+
+    key_a, key_b = jax.random.split(jax.random.key(3))
+    system = jax.random.uniform(key_a, (2, 3, 64, 64), minval=-1.0, maxval=1.0)
+    rhs = jax.random.normal(key_b, (2, 3, 64, 40))
+    want = solve_triangular(system, rhs, lower=True, unit_diagonal=True)
+    got = gated_delta._solve_unit_lower(system, rhs)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+    lowered = jax.jit(gated_delta._solve_unit_lower).lower(system, rhs).as_text()
+    assert "lapack" not in lowered.lower() and "trsm" not in lowered.lower()
