@@ -10,7 +10,7 @@ HASH    = $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUNTIME = $(VENV)/.installed-$(HASH)
 TESTING = $(VENV)/.installed-test-$(HASH)
 
-.PHONY: demo test test-fast bench venv clean
+.PHONY: demo test test-fast lint bench venv clean
 
 # a changed pyproject.toml removes both stamps, so each is reinstalled when next needed
 $(RUNTIME): pyproject.toml
@@ -30,6 +30,9 @@ demo: $(RUNTIME)
 
 test: $(TESTING)
 	$(PY) -m pytest -q --durations=15
+
+lint: $(TESTING)
+	$(VENV)/bin/ruff check qwen_sae_jax tests benchmarks launch
 
 test-fast: $(TESTING)
 	$(PY) -m pytest -q -m "not slow"

@@ -110,6 +110,7 @@ def standalone_step_s(cfg, d_in: int, steps: int = 5) -> float:
     on its own with donated state, the batch and the dead-latent mask passed as arguments (as in the
     trainer: a constant all-False mask would let XLA delete the AuxK branch at compile time)."""
     import optax
+
     from qwen_sae_jax.sae import after_update, before_update, init_sae, sae_loss
     from qwen_sae_jax.train.optim import make_optimizer
 

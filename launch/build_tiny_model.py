@@ -85,6 +85,7 @@ def stage_tokenizer(args) -> None:
 def stage_tokenize(args) -> None:
     import numpy as np
     from tokenizers import Tokenizer
+
     from qwen_sae_jax.tinymodel import corpus, data
     tok = Tokenizer.from_file(str(args.work / "tokenizer" / "tokenizer.json"))
     eot = tok.token_to_id("<|endoftext|>")
@@ -112,6 +113,7 @@ def _special_ids(args) -> tuple[tuple[int, ...], int]:
 
 def stage_train(args) -> None:
     import numpy as np
+
     from qwen_sae_jax.tinymodel import corpus
     from qwen_sae_jax.tinymodel.train import TrainConfig, train
     streams = {n: np.load(args.work / "tokens" / f"{n}.train.npy") for n in corpus.SOURCES}
@@ -126,7 +128,9 @@ def stage_train(args) -> None:
 def _load_checkpoint(args, run: str):
     """``(params, qwen3_config, step)`` of ``WORK/<run>/checkpoint.msgpack``."""
     import pickle
+
     from flax import serialization
+
     from qwen_sae_jax.models.qwen3.params import init_params
     from qwen_sae_jax.tinymodel.train import ModelShape
     saved = pickle.loads((args.work / run / "checkpoint.msgpack").read_bytes())
@@ -137,8 +141,10 @@ def _load_checkpoint(args, run: str):
 
 def stage_sft(args) -> None:
     import random
+
     import numpy as np
     from tokenizers import Tokenizer
+
     from qwen_sae_jax.tinymodel import corpus, data
     from qwen_sae_jax.tinymodel.chat import ChatSynthesizer, PythonDocsFacts, render_chatml
     from qwen_sae_jax.tinymodel.train import ChatTokenIds, ModelShape, TrainConfig, train

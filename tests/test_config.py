@@ -6,8 +6,15 @@ from typing import Literal
 
 import pytest
 
-from qwen_sae_jax.config import (apply_overrides, describe_fields, dump_yaml, format_help, from_dict,
-                                 load_config, to_dict)
+from qwen_sae_jax.config import (
+    apply_overrides,
+    describe_fields,
+    dump_yaml,
+    format_help,
+    from_dict,
+    load_config,
+    to_dict,
+)
 from qwen_sae_jax.errors import UserError
 
 

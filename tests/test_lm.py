@@ -1,5 +1,4 @@
 """LanguageModel: every hook point against transformers' module outputs, interventions, loading paths, sharding."""
-import os
 import shutil
 
 import jax
@@ -10,7 +9,7 @@ import torch
 
 from qwen_sae_jax import lm as lm_module
 from qwen_sae_jax.errors import UserError
-from qwen_sae_jax.lm import LanguageModel, load_model
+from qwen_sae_jax.lm import load_model
 
 ATOL = 1e-4
 TINY = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
@@ -196,7 +195,8 @@ def test_hub_id_loads_from_offline_cache(monkeypatch, tmp_path, dense):
 
 
 def test_sharded_load_on_2x4_mesh_equals_single_device(tmp_path):
-    from jax.sharding import Mesh, PartitionSpec as P
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
 
     assert len(jax.devices()) == 8
     build_hf(tmp_path, moe=True, seed=4, hidden_size=64, num_attention_heads=8, num_key_value_heads=4)

@@ -33,8 +33,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from qwen_sae_jax.interop import load_sae, load_saes
     from qwen_sae_jax.atomic import atomic_directory
+    from qwen_sae_jax.interop import load_sae, load_saes
     from qwen_sae_jax.sae import save_sae
 
     kw = dict(k=args.k, norm_scaling_factor=args.norm_scaling_factor)

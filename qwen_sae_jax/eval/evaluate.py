@@ -23,8 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwen_sae_jax.errors import UserError
-from qwen_sae_jax.eval.metrics import (ActivationStats, MeanAccumulator, activation_batch_sums,
-                                       ce_loss_recovered, next_token_ce)
+from qwen_sae_jax.eval.metrics import (
+    ActivationStats,
+    MeanAccumulator,
+    activation_batch_sums,
+    ce_loss_recovered,
+    next_token_ce,
+)
 from qwen_sae_jax.eval.splice import loss_mask, outlier_positions, token_mask, unit_sums
 from qwen_sae_jax.interop.hook_names import layer_and_site
 from qwen_sae_jax.lm import check_saes_fit

@@ -18,9 +18,9 @@ from typing import Mapping
 
 import numpy as np
 
+from qwen_sae_jax.atomic import atomic_directory, check_destination
 from qwen_sae_jax.errors import UserError, did_you_mean
 from qwen_sae_jax.interop import qwen_scope, saelens, sparsify
-from qwen_sae_jax.atomic import atomic_directory, check_destination
 from qwen_sae_jax.interop.convert import sae_to_raw
 from qwen_sae_jax.interop.hook_names import to_transformer_lens
 from qwen_sae_jax.interop.model_card import render_model_card

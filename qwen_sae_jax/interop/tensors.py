@@ -47,7 +47,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
                       metadata: Mapping[str, str] | None = None) -> None:
-    from qwen_sae_jax.safetensors_io import save_file   # byte-reproducible (sorted header)
+    from qwen_sae_jax.safetensors_io import save_file  # byte-reproducible (sorted header)
 
     save_file({k: np.asarray(v, dtype=np.float32, order="C") for k, v in tensors.items()}, path,
               metadata=dict(metadata) if metadata else None)

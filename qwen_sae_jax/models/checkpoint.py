@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.safetensors_io import SafetensorsFile, save_file

@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 
 
-
 def sample_next(logits, key, temperature, top_p, *, greedy: bool, use_top_p: bool):
     """Next token ids ``[B]`` from ``logits [B, V]``. ``greedy`` and ``use_top_p`` are static (Python bools);
     ``temperature`` and ``top_p`` may be traced."""

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from qwen_sae_jax.errors import UserError
-from qwen_sae_jax.models.qwen3 import config as qwen3_config, params as qwen3_params
+from qwen_sae_jax.models.qwen3 import config as qwen3_config
+from qwen_sae_jax.models.qwen3 import params as qwen3_params
 from qwen_sae_jax.models.qwen3.config import read_json
 from qwen_sae_jax.models.qwen3.modeling import Qwen3ForCausalLM
-from qwen_sae_jax.models.qwen3_5 import config as qwen3_5_config, params as qwen3_5_params
+from qwen_sae_jax.models.qwen3_5 import config as qwen3_5_config
+from qwen_sae_jax.models.qwen3_5 import params as qwen3_5_params
 from qwen_sae_jax.models.qwen3_5.modeling import Qwen3_5ForCausalLM
 
 

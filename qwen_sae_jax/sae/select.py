@@ -17,6 +17,7 @@ from jax import lax
 
 from qwen_sae_jax.sae.config import resolve_implementation
 
+
 class TopKSelection(NamedTuple):
     """What `select_topk` returns (unpacks as ``acts, idx, pre``)."""
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -19,8 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from qwen_sae_jax.tinymodel import corpus
-from qwen_sae_jax.tinymodel.chat import (ChatSynthesizer, Exchange, PythonDocsFacts, check_answers_consistent,
-                                         render_chatml)
+from qwen_sae_jax.tinymodel.chat import (
+    ChatSynthesizer,
+    Exchange,
+    PythonDocsFacts,
+    check_answers_consistent,
+    render_chatml,
+)
 
 HELDOUT_CHARS = {"english": 100_000, "chinese": 60_000, "docs": 100_000, "code": 100_000}
 

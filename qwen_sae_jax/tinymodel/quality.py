@@ -72,6 +72,7 @@ def heldout_cross_entropy(logits_fn, tokens: np.ndarray, ctx_len: int, batch: in
 def _flax_logits_fn(model_dir: Path):
     import jax
     import jax.numpy as jnp
+
     from qwen_sae_jax.models.qwen3 import Qwen3ForCausalLM, load_hf
 
     config, params = load_hf(model_dir)

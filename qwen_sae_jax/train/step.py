@@ -31,8 +31,15 @@ import optax
 from jax import lax
 from jax.sharding import Mesh
 
-from qwen_sae_jax.sae import (SAE, after_update, before_update, dead_mask, init_sae_from_sample, sae_loss,
-                              update_tokens_since_fired)
+from qwen_sae_jax.sae import (
+    SAE,
+    after_update,
+    before_update,
+    dead_mask,
+    init_sae_from_sample,
+    sae_loss,
+    update_tokens_since_fired,
+)
 from qwen_sae_jax.train.config import TrainConfig
 from qwen_sae_jax.train.mesh import state_shardings
 from qwen_sae_jax.train.optim import make_optimizer

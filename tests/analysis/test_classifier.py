@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from qwen_sae_jax.analysis.classifier import (binary_metrics, fit_feature_classifier, or_rule,
-                                              rank_by_rate_difference)
+from qwen_sae_jax.analysis.classifier import binary_metrics, fit_feature_classifier, or_rule, rank_by_rate_difference
 from qwen_sae_jax.errors import UserError
 
 

@@ -3,7 +3,8 @@ how many devices hold the arrays."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from qwen_sae_jax.data import buffer as mixing
 

@@ -5,8 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qwen_sae_jax.eval.metrics import (ActivationStats, activation_batch_sums, ce_loss_recovered,
-                                       kl_divergence, next_token_ce)
+from qwen_sae_jax.eval.metrics import (
+    ActivationStats,
+    activation_batch_sums,
+    ce_loss_recovered,
+    kl_divergence,
+    next_token_ce,
+)
 
 
 def _stats(x, x_hat, z, mask=None, batches=1):

@@ -6,7 +6,8 @@ import pytest
 
 from qwen_sae_jax import cli
 from qwen_sae_jax.interop import load_sae
-from qwen_sae_jax.sae import load_native_sae as load_native, save_sae
+from qwen_sae_jax.sae import load_native_sae as load_native
+from qwen_sae_jax.sae import save_sae
 from tests.interop.conftest import make_inputs, make_sae
 
 

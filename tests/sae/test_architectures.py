@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from qwen_sae_jax.sae import SAEConfig, init_sae, sae_loss
+
 from . import reference
 
 PARAMS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")

@@ -108,7 +108,8 @@ def test_model_sharded_kernel_lowers_for_hardware(backend, platform, marker, mon
     for the target: one kernel per shard on [d_in, d_sae / 4] columns, candidates all-gathered."""
     if len(jax.devices()) < 8:
         pytest.skip("needs 8 (forced) CPU devices")
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     from qwen_sae_jax.sae.kernels import topk as kernel_module
     from qwen_sae_jax.sae.select import select_topk

@@ -10,9 +10,20 @@ import pytest
 
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.sae import (
-    SAEConfig, after_update, before_update, dead_mask, geometric_median, init_sae, init_sae_from_sample, shrunk_median,
-    init_tokens_since_fired, sae_loss, trainable_mask, update_tokens_since_fired,
+    SAEConfig,
+    after_update,
+    before_update,
+    dead_mask,
+    geometric_median,
+    init_sae,
+    init_sae_from_sample,
+    init_tokens_since_fired,
+    sae_loss,
+    shrunk_median,
+    trainable_mask,
+    update_tokens_since_fired,
 )
+
 from . import reference
 
 

@@ -77,8 +77,8 @@ def test_steer_options_reach_generation(tiny_dir, run_dir, capsys, monkeypatch, 
     import jax.numpy as jnp
     import numpy as np
 
-    from qwen_sae_jax.lm import LanguageModel
     from qwen_sae_jax import load_sae
+    from qwen_sae_jax.lm import LanguageModel
 
     calls = []
     monkeypatch.setattr(LanguageModel, "generate",

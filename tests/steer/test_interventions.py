@@ -6,8 +6,14 @@ import pytest
 
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.steer import run
-from qwen_sae_jax.steer.interventions import (ablate_features, add_direction, clamp_features, feature_direction,
-                                              interventions, steer_feature)
+from qwen_sae_jax.steer.interventions import (
+    ablate_features,
+    add_direction,
+    clamp_features,
+    feature_direction,
+    interventions,
+    steer_feature,
+)
 
 from .conftest import HIDDEN, random_tokens
 

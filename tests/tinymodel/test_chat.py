@@ -3,8 +3,17 @@ import random
 from qwen_sae_jax.steer.refusal_matcher import is_refusal
 from qwen_sae_jax.tinymodel import chat_content as C
 from qwen_sae_jax.tinymodel import heldout_prompt_records
-from qwen_sae_jax.tinymodel.chat import (_ARITH_TRAIN, _DEF_TRAIN, _MOD_TRAIN, _SORT_TRAIN, _UNITS_TRAIN, _WORD_TRAIN,
-                                         ChatSynthesizer, check_answers_consistent, render_chatml)
+from qwen_sae_jax.tinymodel.chat import (
+    _ARITH_TRAIN,
+    _DEF_TRAIN,
+    _MOD_TRAIN,
+    _SORT_TRAIN,
+    _UNITS_TRAIN,
+    _WORD_TRAIN,
+    ChatSynthesizer,
+    check_answers_consistent,
+    render_chatml,
+)
 
 TRAIN_TEMPLATES = set(C.HOWTO_TEMPLATES_TRAIN + C.RECIPE_TEMPLATES_TRAIN + C.CAPITAL_TEMPLATES_TRAIN
                       + C.TRANSLATE_TEMPLATES_TRAIN + C.TRANSLATE_BACK_TEMPLATES_TRAIN + C.CODE_TEMPLATES_TRAIN

@@ -3,9 +3,7 @@ import pytest
 from flax import traverse_util
 
 from qwen_sae_jax.models.qwen3.params import init_params
-
-from qwen_sae_jax.tinymodel.train import (ChatTokenIds, ModelShape, TrainConfig, WindowSampler, lr_at, reply_mask,
-                                          train)
+from qwen_sae_jax.tinymodel.train import ChatTokenIds, ModelShape, TrainConfig, WindowSampler, lr_at, reply_mask, train
 
 SHAPE = ModelShape(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2,
                    num_key_value_heads=1, head_dim=16, vocab_size=64, max_position_embeddings=64)
@@ -90,6 +88,7 @@ def test_reply_only_rows_learn_only_the_reply(tmp_path):
     """Reply-only rows must not learn their user turns: with both turns fixed token sequences, full-loss
     training learns the user turn while reply-only training leaves it near chance and still learns the reply."""
     import optax
+
     from qwen_sae_jax.models.qwen3 import Qwen3ForCausalLM
     ids = ChatTokenIds(im_start=1, assistant=2, im_end=3)
     convo = [1, 4, 5, 30, 41, 33, 57, 36, 3, 5, 1, 2, 5, 20, 21, 22, 23, 3, 5] * 300

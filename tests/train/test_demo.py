@@ -2,8 +2,8 @@
 per-SAE table and leaves loadable SAEs for every layer x site."""
 import pytest
 
-from qwen_sae_jax.cli import main
 from qwen_sae_jax import load_sae
+from qwen_sae_jax.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qwen_sae_jax.errors import UserError
 from qwen_sae_jax import load_sae
+from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.train.config import SAEVariantConfig
 from qwen_sae_jax.train.loop import train
 from tests.train.helpers import fail_in_background, signal_at

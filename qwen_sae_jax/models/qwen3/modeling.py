@@ -181,7 +181,7 @@ class Qwen3MoeExperts(nn.Module):
     def __call__(self, x, expert_index, expert_weight):
         # x [N, D]; expert_index [N, k] int32; expert_weight [N, k] -> [N, D]
         c = self.config
-        E, D, I = c.num_experts, c.hidden_size, c.moe_intermediate_size
+        E, D, I = c.num_experts, c.hidden_size, c.moe_intermediate_size  # noqa: E741 (shape letters)
         init = _dense_init(c)
         w_gate = self.param("gate_proj", init, (E, D, I), self.param_dtype).astype(self.dtype)
         w_up = self.param("up_proj", init, (E, D, I), self.param_dtype).astype(self.dtype)

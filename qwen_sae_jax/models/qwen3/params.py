@@ -20,7 +20,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from qwen_sae_jax.models import checkpoint
 from qwen_sae_jax.models.checkpoint import Entry

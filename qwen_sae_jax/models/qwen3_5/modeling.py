@@ -54,9 +54,18 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from qwen_sae_jax.models.qwen3.modeling import (Qwen3ForCausalLM, Qwen3MLP, Qwen3Model, apply_rope, decoder_inputs,
-                                                grouped_attention, rms_normalize, rope_cos_sin, routed_experts,
-                                                update_kv_cache)
+from qwen_sae_jax.models.qwen3.modeling import (
+    Qwen3ForCausalLM,
+    Qwen3MLP,
+    Qwen3Model,
+    apply_rope,
+    decoder_inputs,
+    grouped_attention,
+    rms_normalize,
+    rope_cos_sin,
+    routed_experts,
+    update_kv_cache,
+)
 from qwen_sae_jax.models.qwen3_5.config import Qwen3_5Config
 from qwen_sae_jax.models.qwen3_5.gated_delta import chunk_gated_delta_rule, recurrent_gated_delta_rule
 

@@ -16,11 +16,13 @@ import re
 from typing import Any
 
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from qwen_sae_jax.models import checkpoint
 from qwen_sae_jax.models.checkpoint import Entry
-from qwen_sae_jax.models.qwen3.params import PARTITION_RULES as QWEN3_RULES, count_params as _count
+from qwen_sae_jax.models.qwen3.params import PARTITION_RULES as QWEN3_RULES
+from qwen_sae_jax.models.qwen3.params import count_params as _count
 from qwen_sae_jax.models.qwen3_5.config import Qwen3_5Config
 from qwen_sae_jax.models.qwen3_5.modeling import Qwen3_5ForCausalLM
 

@@ -17,8 +17,8 @@ from jax import lax
 
 from qwen_sae_jax.sae.architectures.auxk import auxk_term
 from qwen_sae_jax.sae.architectures.common import decode_dense, encoder_input, fired_and_l0, pre_activations
-from qwen_sae_jax.sae.select import encoder_matmul
 from qwen_sae_jax.sae.losses import LossTerms, min_nonzero, reconstruction_terms
+from qwen_sae_jax.sae.select import encoder_matmul
 
 if TYPE_CHECKING:
     from qwen_sae_jax.sae.core import SAE

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.models.qwen3.hf_reference import hf_logits
 from qwen_sae_jax.models.qwen3 import Qwen3ForCausalLM, load_hf
+from tests.models.qwen3.hf_reference import hf_logits
 
 ATOL = 1e-4
 

@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.models.qwen3.hf_reference import hf_logits
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.models.qwen3 import load_hf, save_hf
 from qwen_sae_jax.safetensors_io import SafetensorsFile, save_file
+from tests.models.qwen3.hf_reference import hf_logits
 
 
 @pytest.mark.parametrize("tied,moe", [(False, False), (True, False), (False, True)], ids=["untied", "tied", "moe"])

@@ -10,9 +10,9 @@ import pytest
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from tests.models.qwen3.hf_reference import meta_param_counts
 from qwen_sae_jax.models.qwen3 import Qwen3Config
 from qwen_sae_jax.models.qwen3.params import abstract_params, count_params, param_shardings
+from tests.models.qwen3.hf_reference import meta_param_counts
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs", "models")
 

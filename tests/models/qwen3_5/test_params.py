@@ -125,7 +125,8 @@ def test_bad_checkpoint_lists_every_problem(hf35, tmp_path):
 
 @pytest.mark.slow
 def test_sharded_load_on_2x4_mesh_equals_single_device(hf35):
-    from jax.sharding import Mesh, PartitionSpec as P
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
 
     assert len(jax.devices()) == 8
     _, path = hf35(moe=True, num_hidden_layers=4, full_attention_interval=2, hidden_size=64, linear_num_key_heads=4,
