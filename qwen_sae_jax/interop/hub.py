@@ -13,7 +13,7 @@ What is downloaded: only the files of the SAE asked for, into the standard Huggi
 ``load_saes(repo_id)`` downloads every SAE of the repo. Online, the repo's file list comes from the hub
 (``huggingface_hub.list_repo_files``) and the chosen files from ``snapshot_download(allow_patterns=...)``.
 With ``HF_HUB_OFFLINE=1`` (or when the hub cannot be reached) the file list is what the cache holds for
-the revision (``scan_cache_dir``) and the same ``snapshot_download`` resolves from the cache only. The
+the revision (the snapshot ``snapshot_download(local_files_only=True)`` finds through the refs) and the same ``snapshot_download`` resolves from the cache only. The
 downloaded snapshot folder then goes through the local readers (format detection, ``read_qwen_scope``).
 
 Qwen-Scope releases (`releases.RELEASES`) get the release's backbone as ``cfg.model_name`` and their
@@ -109,22 +109,16 @@ def _at(repo_id: str, revision: str | None) -> str:
 
 def _cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
     """The cached snapshot folder of ``repo_id`` at ``revision`` (a branch / tag name or a commit hash;
-    default ``main``), or None when the cache has none."""
-    from huggingface_hub import constants, scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
+    default ``main``), or None when the cache has none. Resolved through the repo's refs by huggingface_hub
+    (no walk over the whole cache)."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        cache = scan_cache_dir(constants.HF_HUB_CACHE)   # explicit: scan_cache_dir binds its default at import
-    except CacheNotFound:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True,
+                                      cache_dir=constants.HF_HUB_CACHE))
+    except (LocalEntryNotFoundError, OSError):
         return None
-    wanted = revision or "main"
-    for repo in cache.repos:
-        if repo.repo_type != "model" or repo.repo_id.casefold() != repo_id.casefold():
-            continue
-        for rev in repo.revisions:
-            if rev.commit_hash == wanted or wanted in rev.refs:
-                return Path(rev.snapshot_path)
-    return None
 
 
 def _cached_listing(repo_id: str, revision: str | None, why: str) -> Listing:

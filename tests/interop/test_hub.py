@@ -1,6 +1,6 @@
 """SAEs by Hugging Face repo id, offline: the tests build an HF hub cache in tmp_path with the real on-disk layout
 (``models--owner--name/{blobs,refs,snapshots/<commit>}``), point huggingface_hub at it, set HF_HUB_OFFLINE, and let
-huggingface_hub's own resolution (scan_cache_dir, snapshot_download) find the files. The "online" tests replace only
+huggingface_hub's own resolution (snapshot_download, from the cache) find the files. The "online" tests replace only
 the two network calls (list_repo_files, snapshot_download) by fakes serving a local "remote" folder, and record what
 was asked for."""
 import fnmatch
