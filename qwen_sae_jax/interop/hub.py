@@ -13,8 +13,9 @@ What is downloaded: only the files of the SAE asked for, into the standard Huggi
 ``load_saes(repo_id)`` downloads every SAE of the repo. Online, the repo's file list comes from the hub
 (``huggingface_hub.list_repo_files``) and the chosen files from ``snapshot_download(allow_patterns=...)``.
 With ``HF_HUB_OFFLINE=1`` (or when the hub cannot be reached) the file list is what the cache holds for
-the revision (the snapshot ``snapshot_download(local_files_only=True)`` finds through the refs) and the same ``snapshot_download`` resolves from the cache only. The
-downloaded snapshot folder then goes through the local readers (format detection, ``read_qwen_scope``).
+the revision (the snapshot ``snapshot_download(local_files_only=True)`` finds through the refs) and the
+same ``snapshot_download`` resolves from the cache only. The downloaded snapshot folder then goes through
+the local readers (format detection, ``read_qwen_scope``).
 
 Qwen-Scope releases (`releases.RELEASES`) get the release's backbone as ``cfg.model_name`` and their
 file list is checked against the table's 0-based ``layer0 .. layer{n-1}`` numbering: a repo that
@@ -163,7 +164,7 @@ def members_of(listing: Listing) -> dict[str, Member]:
     card = tuple(f for f in (README, qwen_scope.SIDECAR_FILE) if f in listed)
     layers: dict[int, Member] = {}
     for file in listing.files:
-        if "/" not in file and qwen_scope._LAYER_FILE.match(file):
+        if "/" not in file and qwen_scope.LAYER_FILE.match(file):
             n = qwen_scope.layer_of(Path(file))
             layers[n] = Member(f"layers.{n}", file, (file, *card), layer=n)
     members = {m.name: m for _, m in sorted(layers.items())}
@@ -332,7 +333,7 @@ def _k_fallback(location: Path, repo_id: str, release: Release | None) -> int | 
     reader's own folder-name rule cannot see the repo name.)"""
     if not location.name.endswith(".pt"):
         return None
-    stated, _, _ = qwen_scope._k_from_folder(location.parent, qwen_scope.layer_of(location))
+    stated, _, _ = qwen_scope.k_from_folder(location.parent, qwen_scope.layer_of(location))
     if stated is not None:
         return None
     if release is not None:

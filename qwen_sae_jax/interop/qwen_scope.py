@@ -23,7 +23,7 @@ from qwen_sae_jax.interop.raw import RawSAE, topk_from_relu, with_b_dec_conventi
 from qwen_sae_jax.interop.tensors import load_pt_tensor_dict, require_tensors, save_pt_tensor_dict
 
 SIDECAR_FILE = "qwen_scope.json"
-_LAYER_FILE = re.compile(r"^layer(\d+)\.sae\.pt$")
+LAYER_FILE = re.compile(r"^layer(\d+)\.sae\.pt$")
 _RESID = re.compile(r"^layers\.(\d+)$")
 
 
@@ -33,7 +33,7 @@ def layer_file(layer: int) -> str:
 
 def layer_of(file: Path) -> int:
     """The N of ``layer{N}.sae.pt``."""
-    m = _LAYER_FILE.match(Path(file).name)
+    m = LAYER_FILE.match(Path(file).name)
     if not m:
         raise UserError(f"{file}: Qwen-Scope files are named layer{{N}}.sae.pt")
     return int(m.group(1))
@@ -45,7 +45,7 @@ def layer_files(folder: Path) -> dict[int, Path]:
     if not folder.is_dir():
         return found
     for p in folder.iterdir():
-        m = _LAYER_FILE.match(p.name)
+        m = LAYER_FILE.match(p.name)
         if m and p.is_file():
             found[int(m.group(1))] = p
     return dict(sorted(found.items()))
@@ -76,7 +76,7 @@ def write_qwen_scope(raws: Sequence[RawSAE], out_dir: str | os.PathLike) -> None
     (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
 
 
-def _k_from_folder(folder: Path, layer: int) -> tuple[int | None, str | None, dict | None]:
+def k_from_folder(folder: Path, layer: int) -> tuple[int | None, str | None, dict | None]:
     """(k, model_name, native cfg) from our sidecar, the release README, or the release folder name."""
     sidecar = folder / SIDECAR_FILE
     if sidecar.is_file():
@@ -118,7 +118,7 @@ def read_qwen_scope(path: str | os.PathLike, *, layer: int | None = None, k: int
         file = path
         layer = layer_of(file)
     where = f"Qwen-Scope checkpoint {file}"
-    found_k, model_name, native_cfg = _k_from_folder(file.parent, layer)
+    found_k, model_name, native_cfg = k_from_folder(file.parent, layer)
     k = k if k is not None else found_k
     if k is None:
         raise UserError(f"{where}: the TopK k is not stored in Qwen-Scope files and was not found in "
