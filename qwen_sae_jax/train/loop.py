@@ -126,8 +126,8 @@ def _stop_signal(signum: int | None) -> int | None:
 def _model_shape(cfg: TrainConfig) -> tuple[int, int]:
     """(num_layers, d_model) from the model's config.json, without loading weights."""
     from qwen_sae_jax.lm import resolve_model_dir
-    from qwen_sae_jax.models.qwen3.config import Qwen3Config
-    config = Qwen3Config.from_hf(resolve_model_dir(cfg.model.name))
+    from qwen_sae_jax.models.registry import read_config
+    config = read_config(resolve_model_dir(cfg.model.name))
     return config.num_hidden_layers, config.hidden_size
 
 
