@@ -9,8 +9,14 @@ From the model, one jitted function per batch does everything on device:
       -> filter_positions (special tokens, first position, NaN/inf, norm outliers; one mask for all hooks)
       -> buffer.fill (kept rows appended after the valid ones)
 
-From a cache, rows [H, M, D] are read from the .npy shards (each process reads only the rows its devices
-hold) and appended unfiltered (they were filtered when written).
+With a cache writer, the fill also returns the filtered batch (rows [H, B*T, D] and keep [B*T], sharded over
+'data' by token row); each writing process copies only its own token rows' part to the host and appends
+their kept rows, in token order, as one chunk (`data.cache`: every process writes its own shards).
+
+From a cache, the global batch of step j is rows [j*M, (j+1)*M) of the cache's global row order (modulo its
+size), sharded over 'data': each process reads only the rows its devices hold (those of a slice [a, b) of
+the batch read global rows j*M + a ... j*M + b - 1), so 1 or N processes train on the same batches. The rows
+are appended unfiltered (they were filtered when written).
 
 Host side, `refill` loops until the buffer holds ``size`` rows (one device->host read of ``count`` per
 batch) and accumulates the drop counts.
@@ -57,7 +63,7 @@ class ActivationStream:
             special = jnp.asarray(sorted(set(special_ids)), jnp.int32) if special_ids else None
             self._filter_args = (special, drop_first, outlier_factor)
             self._fill = jax.jit(self._fill_model, donate_argnums=(1, 2))
-        self._take = jax.jit(mixing.take_rows, static_argnums=(2,))
+            self._fill_keeping_rows = jax.jit(self._fill_model_keeping_rows, donate_argnums=(1, 2))
 
     def with_tokens(self, tokens: Any) -> "ActivationStream":
         """The same stream (same compiled fill, filter settings) reading another token iterator, with fresh
@@ -68,12 +74,25 @@ class ActivationStream:
         return other
 
     # ------------------------------------------------------------------ jitted bodies
-    def _fill_model(self, params, buf: mixing.MixingBuffer, fstate: FilterState, tokens: jax.Array):
+    def _filtered(self, params, fstate: FilterState, tokens: jax.Array):
+        """tokens [B, T] -> (rows [H, B*T, D], keep [B*T], fstate, counts)."""
         _, acts = self.lm.apply(params, tokens, capture=self.hooks, stop_after_capture=True)
         x = jnp.stack([acts[h] for h in self.hooks])                               # [H, B, T, D]
         keep, fstate, counts = filter_positions(x, tokens, fstate, *self._filter_args)
         H, B, T, D = x.shape
-        return mixing.fill(buf, x.reshape(H, B * T, D), keep), fstate, counts
+        return x.reshape(H, B * T, D), keep, fstate, counts
+
+    def _fill_model(self, params, buf: mixing.MixingBuffer, fstate: FilterState, tokens: jax.Array):
+        rows, keep, fstate, counts = self._filtered(params, fstate, tokens)
+        return mixing.fill(buf, rows, keep), fstate, counts
+
+    def _fill_model_keeping_rows(self, params, buf: mixing.MixingBuffer, fstate: FilterState, tokens: jax.Array):
+        """`_fill_model`, also returning rows [H, B*T, D] (in the buffer's dtype) and keep [B*T], both sharded
+        over 'data' by token row (so each process holds its own token rows' part)."""
+        rows, keep, fstate, counts = self._filtered(params, fstate, tokens)
+        rows = jax.lax.with_sharding_constraint(rows.astype(buf.pool.dtype), NamedSharding(self.mesh, P(None, "data")))
+        keep = jax.lax.with_sharding_constraint(keep, NamedSharding(self.mesh, P("data")))
+        return mixing.fill(buf, rows, keep), fstate, counts, rows, keep
 
     @staticmethod
     def _fill_rows(buf: mixing.MixingBuffer, rows: jax.Array):
@@ -107,17 +126,19 @@ class ActivationStream:
                 self.counts[key] += int(value)
 
     def fill_once(self, params, buf: mixing.MixingBuffer, fstate: FilterState):
-        """Add one batch of activations; returns (buf, fstate)."""
-        before = int(buf.count) if self.writer is not None else 0
+        """Add one batch of activations; returns (buf, fstate). With a writer (on every process of the job:
+        they all run the same compiled fill), each writing process appends its kept rows to the cache."""
         if self.cache is not None:
             buf = self._fill(buf, self._global_cache_rows(buf.pool.dtype))
-        else:
+        elif self.writer is None:
             buf, fstate, counts = self._fill(params, buf, fstate, self._global_tokens())
             self._add_counts(counts)
-        if self.writer is not None:
-            added = int(buf.count) - before
-            rows = np.asarray(jax.device_get(self._take(buf, jnp.asarray(before, jnp.int32), self.rows_per_fill)))
-            self.writer.append(rows[:, :added])
+        else:
+            buf, fstate, counts, rows, keep = self._fill_keeping_rows(params, buf, fstate, self._global_tokens())
+            self._add_counts(counts)
+            if self.writer.active:
+                local_keep = _process_part(keep, axis=0)                       # [rows of this process * T]
+                self.writer.append(_process_part(rows, axis=1)[:, local_keep])  # [H, kept, D]
         return buf, fstate
 
     def fill_until(self, params, buf: mixing.MixingBuffer, fstate: FilterState, rows: int):
@@ -134,3 +155,12 @@ class ActivationStream:
     def set_state(self, state: dict) -> None:
         self.counts = state["counts"]
         (self.cache if self.cache is not None else self.tokens).set_state(state["source"])
+
+
+def _process_part(arr: jax.Array, axis: int) -> np.ndarray:
+    """This process's block of ``arr`` (sharded over 'data' along ``axis``) on the host: its addressable
+    shards, each distinct index once (replicas over 'model' are the same rows), in index order."""
+    shards = {}
+    for shard in arr.addressable_shards:
+        shards.setdefault(shard.index[axis].start or 0, shard)
+    return np.concatenate([np.asarray(shards[k].data) for k in sorted(shards)], axis=axis)

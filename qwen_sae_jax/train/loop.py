@@ -195,9 +195,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
                             f"({n_data} devices)")
         rows = process_batch_rows(mesh, cfg.data.batch_size)     # the token rows this process's devices hold
         if cfg.cache.mode == "write":
-            if nproc > 1:
-                raise UserError("cache.mode=write runs in a single process (read mode works multi-host)")
-            writer = CacheWriter(cfg.cache.dir, plan.hooks, D, act_dtype, cfg.cache.shard_rows, cfg.model.name)
+            writer = CacheWriter.for_mesh(cfg.cache.dir, plan.hooks, D, act_dtype, cfg.cache.shard_rows,
+                                          cfg.model.name, mesh=mesh, batch_size=cfg.data.batch_size)
         stream = ActivationStream(
             plan.hooks, mesh, lm=lm, tokens=TokenBatches(lm.tokenizer, cfg.data, docs=train_docs, rows=rows),
             special_ids=special_token_ids(lm.tokenizer) if cfg.filter.special_tokens else (),
@@ -250,7 +249,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
         groups, buf, fstate = state["groups"], state["buffer"], state["filter"]
         step, cursor, shuffles, tokens_seen = meta["step"], meta["cursor"], meta["shuffles"], meta["tokens"]
         if writer is not None:
-            writer.truncate(meta["cache_rows"])
+            writer.restore(meta["cache_rows"])   # each process truncates its own shards
         if is_main:
             _drop_records_after(run_dir / "metrics.jsonl", step)   # logged after the checkpoint: redone now
     else:
@@ -272,7 +271,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
 
     def meta_now() -> dict:
         return {"step": step, "cursor": cursor, "shuffles": shuffles, "tokens": tokens_seen, "config": config_dict,
-                "cache_rows": writer.rows if writer is not None else 0}
+                "cache_rows": writer.checkpoint_state() if writer is not None else 0}
 
     def save() -> None:
         if writer is not None:

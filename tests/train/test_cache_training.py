@@ -15,7 +15,7 @@ def test_write_then_train_from_cache(make_config, tmp_path):
     kept = json.loads((written.run_dir / "summary.json").read_text())["dropped"]["kept"]
     assert manifest["rows"] == kept               # every kept activation, nothing else
     rows = CacheReader(cache, ["layers.1"]).read(0, manifest["rows"])[0]
-    assert np.isfinite(rows).all() and manifest["shards"][0] == 500
+    assert np.isfinite(rows).all() and manifest["writers"][0]["shards"][0] == 500
     from_cache = train(make_config("cache.mode=read", f"cache.dir={cache}", run="read"))
     summary = json.loads((from_cache.run_dir / "summary.json").read_text())
     assert summary["eval_source"] == "training stream"
