@@ -22,12 +22,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from qwen_sae_jax import hooks
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.models import registry
+from qwen_sae_jax.sharding import MESH_AXES, check_rules, logical_sharding
 
 TINY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "tiny-qwen3")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -78,21 +78,24 @@ def _load_tokenizer(path: str):
 
 
 def load_model(name_or_path: str = "tiny", dtype="float32", mesh: Mesh | None = None,
-               param_dtype=None) -> "LanguageModel":
+               param_dtype=None, rules: Mapping[str, str | None] | None = None) -> "LanguageModel":
     """Load a model of any supported ``model_type`` (``models.registry.MODEL_TYPES``).
 
     ``dtype`` is the compute dtype, ``param_dtype`` (default: ``dtype``) the storage dtype.
     ``mesh`` (axes ``'data'`` and ``'model'``): parameters are created directly with their shardings
-    (FSDP over ``data``, tensor/expert parallel over ``model``; see each family's ``params.PARTITION_RULES``).
+    (each family's ``params.PARTITION_RULES`` names their logical axes); ``rules`` maps logical axes to mesh axes
+    (``qwen_sae_jax.sharding``; None or names left out: ``DEFAULT_RULES``, FSDP over ``data``, tensor / expert
+    parallel over ``model``). Token batches and logits are placed by the same table (``batch``, ``vocab``).
     """
-    if mesh is not None and not set(mesh.axis_names) <= {"data", "model"}:
-        raise UserError(f"mesh axes {mesh.axis_names} are not supported; use axes among ('data', 'model')")
+    if mesh is not None and not set(mesh.axis_names) <= set(MESH_AXES):
+        raise UserError(f"mesh axes {mesh.axis_names} are not supported; use axes among {MESH_AXES}")
+    rules = check_rules(rules)
     compute = _dtype(dtype)
     store = compute if param_dtype is None else _dtype(param_dtype)
     path = resolve_model_dir(os.fspath(name_or_path))
-    config, params = registry.load_hf(path, param_dtype=store, mesh=mesh)
+    config, params = registry.load_hf(path, param_dtype=store, mesh=mesh, rules=rules)
     return LanguageModel(config, params, tokenizer=_load_tokenizer(path), dtype=compute, param_dtype=store,
-                         mesh=mesh, name=os.fspath(name_or_path))
+                         mesh=mesh, name=os.fspath(name_or_path), rules=rules)
 
 
 class LanguageModel:
@@ -100,16 +103,18 @@ class LanguageModel:
 
     Attributes: ``config`` (Qwen3Config or Qwen3_5Config), ``params`` (Flax tree ``model/layers_N/...``),
     ``tokenizer`` (transformers tokenizer or None), ``module`` (the family's linen causal LM), ``mesh`` (or None),
-    ``name`` (what ``load_model`` was given).
+    ``rules`` (the full logical -> mesh axis table the params were placed by), ``name`` (what ``load_model`` was
+    given).
     """
 
     def __init__(self, config, params, tokenizer=None, dtype=jnp.float32, param_dtype=None,
-                 mesh: Mesh | None = None, name: str = ""):
+                 mesh: Mesh | None = None, name: str = "", rules: Mapping[str, str | None] | None = None):
         self.config = config
         self.params = params
         self.tokenizer = tokenizer
         self.dtype = jnp.dtype(dtype)
         self.mesh = mesh
+        self.rules = check_rules(rules)
         self.name = name
         self.module = registry.causal_lm(config, self.dtype,
                                          self.dtype if param_dtype is None else jnp.dtype(param_dtype))
@@ -148,7 +153,9 @@ class LanguageModel:
 
         ``capture`` and ``interventions`` keys may be names, aliases or globs (resolved at trace time).
         With ``stop_after_capture`` only the layers up to the deepest captured hook run; the layers
-        above, the final norm and the LM head are not computed and the logits are None.
+        above, the final norm and the LM head are not computed and the logits are None. With a mesh the
+        logits are laid out by ``rules`` as ``(batch, None, vocab)`` (by default rows over 'data', the
+        vocabulary over 'model').
         """
         names = self.resolve_hooks(list(capture)) if capture else []
         resolved = self._resolve_interventions(interventions)
@@ -167,9 +174,15 @@ class LanguageModel:
             if boundary in names and boundary not in acts:
                 acts[boundary] = interceptor.at_hook(boundary, out)
             out = None
+        if out is not None and self.mesh is not None:
+            out = jax.lax.with_sharding_constraint(out, self.logits_sharding(out.shape))
         missing = [n for n in names if n not in acts]
         assert not missing, f"hooks not reached: {missing}"  # a bug, not user input
         return out, {n: acts[n] for n in names}
+
+    def logits_sharding(self, shape: Sequence[int]):
+        """The sharding of logits of ``shape`` [B, T, V] on this model's mesh (``rules``: batch, None, vocab)."""
+        return logical_sharding(("batch", None, "vocab"), shape, self.mesh, self.rules)
 
     # ------------------------------------------------------------------ compiled conveniences
     def _jitted(self, key, build: Callable):
@@ -195,8 +208,8 @@ class LanguageModel:
                 raise UserError(f"attention_mask shape {mask.shape} differs from tokens shape {ids.shape}")
             attention_mask = jnp.asarray(mask.astype(np.int32))
         ids = jnp.asarray(ids.astype(np.int32))
-        if self.mesh is not None and "data" in self.mesh.shape and ids.shape[0] % self.mesh.shape["data"] == 0:
-            sharding = NamedSharding(self.mesh, P("data", None))
+        sharding = None if self.mesh is None else logical_sharding(("batch", None), ids.shape, self.mesh, self.rules)
+        if sharding is not None and any(sharding.spec):   # rows split by the `batch` rule (when they divide)
             ids = jax.device_put(ids, sharding)
             attention_mask = None if attention_mask is None else jax.device_put(attention_mask, sharding)
         return ids, attention_mask

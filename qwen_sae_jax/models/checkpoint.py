@@ -39,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.safetensors_io import SafetensorsFile, save_file
+from qwen_sae_jax.sharding import LogicalAxes, check_rules, logical_spec
 
 Index = tuple  # tuple of slices, one per Flax axis
 
@@ -121,22 +122,34 @@ def init_params_of(module, seed: int = 0) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- sharding
-def partition_spec(rules: Sequence[tuple[str, P]], path: tuple[str, ...], shape: tuple[int, ...], mesh: Mesh) -> P:
-    """The first matching rule's spec for ``path``, with an axis dropped (replicated) where it does not divide
-    the dim."""
+# a family's partition table: (Flax path regex, logical axis per dimension); the first match applies
+PartitionTable = Sequence[tuple[str, LogicalAxes]]
+
+
+def logical_axes(table: PartitionTable, path: tuple[str, ...]) -> LogicalAxes:
+    """The logical axes of the first row of ``table`` whose regex matches ``path`` (joined with '/')."""
     name = "/".join(path)
-    spec = next(s for pattern, s in rules if re.search(pattern, name))
-    fitted = []
-    for dim, axis in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        fitted.append(axis if axis is not None and axis in mesh.shape and dim % mesh.shape[axis] == 0 else None)
-    return P(*fitted)
+    for pattern, axes in table:
+        if re.search(pattern, name):
+            return axes
+    raise ValueError(f"no partition rule matches {name}")  # every family's table ends with a catch-all
 
 
-def param_shardings(rules: Sequence[tuple[str, P]], abstract: dict, mesh: Mesh) -> dict:
-    """NamedSharding per parameter for ``mesh`` (axes among 'data', 'model')."""
+def partition_spec(table: PartitionTable, path: tuple[str, ...], shape: tuple[int, ...], mesh: Mesh,
+                   rules: Mapping[str, str | None] | None = None) -> P:
+    """The spec of the parameter at ``path``: its logical axes (``table``) mapped to ``mesh`` by ``rules``
+    (None: ``sharding.DEFAULT_RULES``); a mesh axis is dropped (replicated) where an earlier dimension took
+    it or it does not divide the dimension (``sharding.logical_spec``)."""
+    return logical_spec(logical_axes(table, path), shape, mesh, rules)
+
+
+def param_shardings(table: PartitionTable, abstract: dict, mesh: Mesh,
+                    rules: Mapping[str, str | None] | None = None) -> dict:
+    """NamedSharding per parameter of ``abstract`` for ``mesh`` (axes among 'data', 'model')."""
+    rules = check_rules(rules)
     flat = traverse_util.flatten_dict(abstract)
     return traverse_util.unflatten_dict(
-        {p: NamedSharding(mesh, partition_spec(rules, p, v.shape, mesh)) for p, v in flat.items()})
+        {p: NamedSharding(mesh, partition_spec(table, p, v.shape, mesh, rules)) for p, v in flat.items()})
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -178,9 +191,10 @@ def listing(items: Sequence[str], sep: str, limit: int = 40) -> str:
 
 
 def load_params(entries: Sequence[Entry], files: Mapping[str, SafetensorsFile], abstract: dict,
-                rules: Sequence[tuple[str, P]], mesh: Mesh | None) -> dict:
-    """The parameter tree of ``abstract`` filled from ``files``: sharded by ``rules`` over ``mesh`` (each device
-    reads only its slice), or on the default device without a mesh. Call ``check_checkpoint`` first."""
+                table: PartitionTable, mesh: Mesh | None, rules: Mapping[str, str | None] | None = None) -> dict:
+    """The parameter tree of ``abstract`` filled from ``files``: sharded over ``mesh`` by ``table`` (logical
+    axes) and ``rules`` (logical -> mesh axes; each device reads only its slice), or on the default device
+    without a mesh. Call ``check_checkpoint`` first."""
     flat_abstract = traverse_util.flatten_dict(abstract)
     by_path: dict[tuple[str, ...], list[Entry]] = {}
     for entry in entries:
@@ -189,7 +203,7 @@ def load_params(entries: Sequence[Entry], files: Mapping[str, SafetensorsFile], 
         device = jax.devices()[0]
         shardings = {p: jax.sharding.SingleDeviceSharding(device) for p in flat_abstract}
     else:
-        shardings = traverse_util.flatten_dict(param_shardings(rules, abstract, mesh))
+        shardings = traverse_util.flatten_dict(param_shardings(table, abstract, mesh, rules))
     flat_params = {}
     for flax_path, group in by_path.items():
         aval = flat_abstract[flax_path]

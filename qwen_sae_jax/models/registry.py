@@ -1,7 +1,7 @@
 """The model families, dispatched on the HF ``model_type`` (reading) or the config's class (everything else).
 
     config = read_config(path)                  # Qwen3Config or Qwen3_5Config, by config.json's model_type
-    config, params = load_hf(path, param_dtype=jnp.float32, mesh=None)
+    config, params = load_hf(path, param_dtype=jnp.float32, mesh=None, rules=None)
     module = causal_lm(config, dtype, param_dtype)      # Qwen3ForCausalLM or Qwen3_5ForCausalLM
     save_hf(params, config, out_dir)
 
@@ -70,10 +70,11 @@ def read_config(source: str | os.PathLike | Mapping[str, Any]):
     return fam.config_class.from_hf(source)
 
 
-def load_hf(path: str | os.PathLike, *, param_dtype=None, mesh=None):
-    """``(config, params)`` of a local HF directory, by its family's ``load_hf``."""
+def load_hf(path: str | os.PathLike, *, param_dtype=None, mesh=None, rules=None):
+    """``(config, params)`` of a local HF directory, by its family's ``load_hf`` (``rules``: logical -> mesh
+    axes for the parameters' shardings, see ``qwen_sae_jax.sharding``)."""
     kwargs = {} if param_dtype is None else {"param_dtype": param_dtype}
-    return family_of(read_config(path)).load_hf(path, mesh=mesh, **kwargs)
+    return family_of(read_config(path)).load_hf(path, mesh=mesh, rules=rules, **kwargs)
 
 
 def save_hf(params, config, out_dir, **kwargs) -> None:

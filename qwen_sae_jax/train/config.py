@@ -14,6 +14,7 @@ from qwen_sae_jax.config import field_docs
 from qwen_sae_jax.data.tokens import DataConfig
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.sae.config import SAEConfig
+from qwen_sae_jax.sharding import DEFAULT_RULES, check_rules
 
 SET_BY_TRAINER = ("d_in", "hook_name", "model_name")
 
@@ -171,6 +172,17 @@ class MeshConfig:
     """Devices on the `data` axis (activation batch). -1: all devices not used by `model`."""
     model: int = 1
     """Devices on the `model` axis (each SAE's latent dimension d_sae is split over it)."""
+    rules: dict[str, str | None] = dataclasses.field(default_factory=lambda: dict(DEFAULT_RULES))
+    """Logical axis -> mesh axis ('data', 'model', or null: replicated) for every partition rule: the language
+    model's parameters, the SAE state, activation batches and logits. Logical axes: batch (rows of token and
+    activation batches), embed (d_model of parameters; 'data' = FSDP), vocab, heads (query heads, Gated
+    DeltaNet channels), kv_heads, mlp (MLP and expert width), expert (MoE experts; 'model' = expert parallel,
+    null = each expert split by mlp instead), latent (SAE latents d_sae). Set one with e.g.
+    mesh.rules.expert=data; names left out keep their default. A mesh axis taken by an earlier dimension of
+    the same array, or one that does not divide the dimension, is left out (that dimension is replicated)."""
+
+    def __post_init__(self):
+        self.rules = check_rules(self.rules, "mesh.rules")
 
 
 @dataclasses.dataclass

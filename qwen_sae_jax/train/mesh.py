@@ -1,16 +1,22 @@
 """The device mesh ``('data', 'model')`` and the partition rules of the training state.
 
-* activations: the batch / row axis over ``data`` (``[H, rows, D]`` -> ``P(None, 'data', None)``),
-* each SAE: its latent dimension over ``model``: encoder columns, decoder rows, per-latent vectors;
+Rules name logical axes (``batch``, ``latent``); ``MeshConfig.rules`` maps them to mesh axes
+(``qwen_sae_jax.sharding``; by default ``batch`` -> ``data``, ``latent`` -> ``model``):
+
+* activations: the row axis is ``batch`` (``[H, rows, D]`` -> ``P(None, 'data', None)`` by default),
+* each SAE: its latent dimension is ``latent``: encoder columns, decoder rows, per-latent vectors;
   ``b_dec`` and ``act_scale`` are replicated. Stacked group parameters carry a leading (unsharded) axis.
 * optimizer moments follow their parameter (the rule is chosen by the leaf's field name), counters are
   replicated; dead-latent counters ``[n, d_sae]`` follow ``b_enc``.
-* the language model's own parameters are placed by ``load_model(mesh=...)`` (FSDP over ``data``).
+* the language model's own parameters are placed by ``load_model(mesh=..., rules=...)`` from the same table
+  (each family's ``params.PARTITION_RULES``; FSDP over ``data`` by default).
 
 The same config runs on 1 or N devices: every array is a global array and every operation is written
 on global shapes, so the devices only change where the work happens, not what is computed.
 """
 from __future__ import annotations
+
+from typing import Mapping
 
 import jax
 import numpy as np
@@ -18,17 +24,18 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.sharding import LogicalAxes, check_rules, logical_sharding
 from qwen_sae_jax.train.config import MeshConfig
 
-# field name -> spec of the *stacked* leaf ([n, ...])
-SAE_RULES = {
-    "W_enc": P(None, None, "model"),      # [n, d_in, d_sae]
-    "b_enc": P(None, "model"),            # [n, d_sae]
-    "W_dec": P(None, "model", None),      # [n, d_sae, d_in]
-    "b_dec": P(None, None),               # [n, d_in]
-    "threshold": P(None, "model"),        # [n, d_sae]
-    "act_scale": P(None),                 # [n]
-    "tokens_since_fired": P(None, "model"),  # [n, d_sae]
+# field name -> logical axes of the *stacked* leaf ([n, ...])
+SAE_RULES: dict[str, LogicalAxes] = {
+    "W_enc": (None, None, "latent"),      # [n, d_in, d_sae]
+    "b_enc": (None, "latent"),            # [n, d_sae]
+    "W_dec": (None, "latent", None),      # [n, d_sae, d_in]
+    "b_dec": (None, None),                # [n, d_in]
+    "threshold": (None, "latent"),        # [n, d_sae]
+    "act_scale": (None,),                 # [n]
+    "tokens_since_fired": (None, "latent"),  # [n, d_sae]
 }
 
 
@@ -70,19 +77,22 @@ def _leaf_name(path) -> str | None:
     return None
 
 
-def state_shardings(tree, mesh: Mesh):
+def state_shardings(tree, mesh: Mesh, rules: Mapping[str, str | None] | None = None):
     """NamedSharding per leaf of a training-state tree, by the leaf's field name (stacked [n, ...] leaves, or
-    a single-hook group's unstacked ones)."""
+    a single-hook group's unstacked ones); logical axes mapped by ``rules`` (None: the default table)."""
+    rules = check_rules(rules)
+
     def rule(path, leaf):
-        spec = SAE_RULES.get(_leaf_name(path))
-        if spec is not None and len(spec) == np.ndim(leaf) + 1:
-            spec = P(*spec[1:])     # a single-hook group's unstacked leaf
-        if spec is None or len(spec) != np.ndim(leaf):
-            spec = P()
-        return NamedSharding(mesh, spec)
+        axes = SAE_RULES.get(_leaf_name(path))
+        if axes is not None and len(axes) == np.ndim(leaf) + 1:
+            axes = axes[1:]     # a single-hook group's unstacked leaf
+        if axes is None or len(axes) != np.ndim(leaf):
+            axes = ()
+        return logical_sharding(axes, np.shape(leaf), mesh, rules)
     return jax.tree_util.tree_map_with_path(rule, tree)
 
 
-def activation_sharding(mesh: Mesh) -> NamedSharding:
-    """[H, rows, D] activations: rows over 'data'."""
-    return NamedSharding(mesh, P(None, "data", None))
+def activation_sharding(mesh: Mesh, shape: tuple[int, int, int],
+                        rules: Mapping[str, str | None] | None = None) -> NamedSharding:
+    """[H, rows, D] activations: rows by the ``batch`` rule (over 'data' by default, when they divide)."""
+    return logical_sharding((None, "batch", None), shape, mesh, rules)

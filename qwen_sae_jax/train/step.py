@@ -117,7 +117,7 @@ class Trainer:
         return tuple(self._init_group(i, g, keys[i], samples) for i, g in enumerate(self.plan.groups))
 
     def shardings(self, abstract):
-        return state_shardings(abstract, self.mesh)
+        return state_shardings(abstract, self.mesh, self.cfg.mesh.rules)
 
     def init_state(self, key: jax.Array, samples: jax.Array) -> tuple:
         """Fresh state for every group; ``samples`` [H, N, D] are activations of every hook (init of b_dec)."""

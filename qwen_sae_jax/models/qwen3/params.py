@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +27,7 @@ from qwen_sae_jax.models import checkpoint
 from qwen_sae_jax.models.checkpoint import Entry
 from qwen_sae_jax.models.qwen3.config import Qwen3Config
 from qwen_sae_jax.models.qwen3.modeling import Qwen3ForCausalLM
+from qwen_sae_jax.sharding import LogicalAxes
 
 # (HF key template, Flax path template, layout, condition)
 MAPPING: tuple[tuple[str, str, str, str], ...] = (
@@ -92,30 +93,35 @@ def count_params(config, abstract: dict | None = None) -> dict[str, int]:
     return {"total": total, "non_embedding": total - embedding, "activated": total - inactive}
 
 
-# Flax path regex -> PartitionSpec over mesh axes 'data' (FSDP) and 'model' (tensor/expert parallel).
-PARTITION_RULES: tuple[tuple[str, P], ...] = (
-    (r"embed_tokens/embedding$", P("model", "data")),  # [V, D]
-    (r"self_attn/(q|k|v)_proj/kernel$", P("data", "model")),  # [D, N*hd]
-    (r"self_attn/(q|k|v)_proj/bias$", P("model")),
-    (r"self_attn/o_proj/kernel$", P("model", "data")),  # [H*hd, D]
-    (r"(gate|up)_proj/kernel$", P("data", "model")),  # [D, I] (dense MLP, shared expert)
-    (r"down_proj/kernel$", P("model", "data")),  # [I, D]
-    (r"mlp/gate/kernel$", P("data", None)),  # router [D, E]
-    (r"experts/(gate|up)_proj$", P("model", "data", None)),  # [E, D, I]
-    (r"experts/down_proj$", P("model", None, "data")),  # [E, I, D]
-    (r"lm_head/kernel$", P("data", "model")),  # [D, V]
-    (r".*", P()),  # norms, biases of o_proj: replicated
+# Flax path regex -> logical axis per dimension (the first match applies); ``sharding.DEFAULT_RULES`` puts
+# embed on 'data' (FSDP) and vocab / heads / kv_heads / mlp / expert on 'model' (tensor / expert parallel).
+PARTITION_RULES: tuple[tuple[str, LogicalAxes], ...] = (
+    (r"embed_tokens/embedding$", ("vocab", "embed")),  # [V, D]
+    (r"self_attn/q_proj/kernel$", ("embed", "heads")),  # [D, N*hd]
+    (r"self_attn/(k|v)_proj/kernel$", ("embed", "kv_heads")),  # [D, K*hd]
+    (r"self_attn/q_proj/bias$", ("heads",)),
+    (r"self_attn/(k|v)_proj/bias$", ("kv_heads",)),
+    (r"self_attn/o_proj/kernel$", ("heads", "embed")),  # [N*hd, D]
+    (r"(gate|up)_proj/kernel$", ("embed", "mlp")),  # [D, I] (dense MLP, shared expert)
+    (r"down_proj/kernel$", ("mlp", "embed")),  # [I, D]
+    (r"mlp/gate/kernel$", ("embed", None)),  # router [D, E]
+    (r"experts/(gate|up)_proj$", ("expert", "embed", "mlp")),  # [E, D, I]
+    (r"experts/down_proj$", ("expert", "mlp", "embed")),  # [E, I, D]
+    (r"lm_head/kernel$", ("embed", "vocab")),  # [D, V]
+    (r".*", ()),  # norms, biases of o_proj: replicated
 )
 
 
-def partition_spec(path: tuple[str, ...], shape: tuple[int, ...], mesh: Mesh) -> P:
-    """The rule's spec for ``path``, with an axis dropped (replicated) where it does not divide the dim."""
-    return checkpoint.partition_spec(PARTITION_RULES, path, shape, mesh)
+def partition_spec(path: tuple[str, ...], shape: tuple[int, ...], mesh: Mesh,
+                   rules: Mapping[str, str | None] | None = None) -> P:
+    """The spec of the parameter at ``path``: its logical axes mapped to ``mesh`` by ``rules`` (None: the
+    default table), an axis dropped (replicated) where it does not divide the dim."""
+    return checkpoint.partition_spec(PARTITION_RULES, path, shape, mesh, rules)
 
 
-def param_shardings(abstract: dict, mesh: Mesh) -> dict:
-    """NamedSharding per parameter for ``mesh`` (axes among 'data', 'model')."""
-    return checkpoint.param_shardings(PARTITION_RULES, abstract, mesh)
+def param_shardings(abstract: dict, mesh: Mesh, rules: Mapping[str, str | None] | None = None) -> dict:
+    """NamedSharding per parameter for ``mesh`` (axes among 'data', 'model'), logical axes mapped by ``rules``."""
+    return checkpoint.param_shardings(PARTITION_RULES, abstract, mesh, rules)
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -123,12 +129,13 @@ def _ignored(config: Qwen3Config, key: str) -> bool:
     return (config.tie_word_embeddings and key in _IGNORED_WHEN_TIED) or any(p.match(key) for p in _IGNORED_PATTERNS)
 
 
-def load_hf(path: str | os.PathLike, *, param_dtype=jnp.float32, mesh: Mesh | None = None
-            ) -> tuple[Qwen3Config, dict]:
+def load_hf(path: str | os.PathLike, *, param_dtype=jnp.float32, mesh: Mesh | None = None,
+            rules: Mapping[str, str | None] | None = None) -> tuple[Qwen3Config, dict]:
     """Load ``config.json`` + safetensors from a local HF directory -> ``(config, params)``.
 
     Parameters are cast to ``param_dtype``. With ``mesh`` each parameter is created sharded by
-    ``PARTITION_RULES`` (every device reads only its slice); without, on the default device.
+    ``PARTITION_RULES`` and ``rules`` (logical -> mesh axes; every device reads only its slice); without, on
+    the default device.
     """
     path = os.fspath(path)
     config = Qwen3Config.from_hf(path)
@@ -137,7 +144,7 @@ def load_hf(path: str | os.PathLike, *, param_dtype=jnp.float32, mesh: Mesh | No
     entries = expand_mapping(config)
     checkpoint.check_checkpoint(entries, {k: f.shape(k) for k, f in files.items()}, abstract,
                                 lambda key: _ignored(config, key))
-    return config, checkpoint.load_params(entries, files, abstract, PARTITION_RULES, mesh)
+    return config, checkpoint.load_params(entries, files, abstract, PARTITION_RULES, mesh, rules)
 
 
 # ---------------------------------------------------------------------------------------- saving

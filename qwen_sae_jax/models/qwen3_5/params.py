@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import jax.numpy as jnp
 from jax.sharding import Mesh
@@ -25,6 +25,7 @@ from qwen_sae_jax.models.qwen3.params import PARTITION_RULES as QWEN3_RULES
 from qwen_sae_jax.models.qwen3.params import count_params as _count
 from qwen_sae_jax.models.qwen3_5.config import Qwen3_5Config
 from qwen_sae_jax.models.qwen3_5.modeling import Qwen3_5ForCausalLM
+from qwen_sae_jax.sharding import LogicalAxes
 
 _L = "{p}.layers.{i}."
 _F = "model/layers_{i}/"
@@ -107,27 +108,36 @@ def count_params(config: Qwen3_5Config) -> dict[str, int]:
     return _count(config, abstract_params(config))
 
 
-# Gated DeltaNet and shared-expert rules first, then Qwen3's (attention, MLP, experts, embeddings, catch-all).
-PARTITION_RULES: tuple[tuple[str, P], ...] = (
-    (r"linear_attn/in_proj_(qkv|z)/kernel$", P("data", "model")),  # [D, C] / [D, nv*dv]
-    (r"linear_attn/in_proj_(a|b)/kernel$", P("data", None)),  # [D, nv]
-    (r"linear_attn/conv1d/kernel$", P(None, "model")),  # [Kc, C]
-    (r"linear_attn/out_proj/kernel$", P("model", "data")),  # [nv*dv, D]
-    (r"shared_expert_gate/kernel$", P("data", None)),  # [D, 1]
+# Gated DeltaNet and shared-expert rules first, then Qwen3's (attention, MLP, experts, embeddings, catch-all);
+# logical axes as in Qwen3's table.
+PARTITION_RULES: tuple[tuple[str, LogicalAxes], ...] = (
+    (r"linear_attn/in_proj_(qkv|z)/kernel$", ("embed", "heads")),  # [D, C] / [D, nv*dv]
+    (r"linear_attn/in_proj_(a|b)/kernel$", ("embed", None)),  # [D, nv]
+    (r"linear_attn/conv1d/kernel$", (None, "heads")),  # [Kc, C]
+    (r"linear_attn/out_proj/kernel$", ("heads", "embed")),  # [nv*dv, D]
+    (r"shared_expert_gate/kernel$", ("embed", None)),  # [D, 1]
 ) + QWEN3_RULES
 
 
-def param_shardings(abstract: dict, mesh: Mesh) -> dict:
-    """NamedSharding per parameter for ``mesh`` (axes among 'data', 'model'), by ``PARTITION_RULES``."""
-    return checkpoint.param_shardings(PARTITION_RULES, abstract, mesh)
+def partition_spec(path: tuple[str, ...], shape: tuple[int, ...], mesh: Mesh,
+                   rules: Mapping[str, str | None] | None = None) -> P:
+    """The spec of the parameter at ``path`` by ``PARTITION_RULES`` and ``rules`` (None: the default table)."""
+    return checkpoint.partition_spec(PARTITION_RULES, path, shape, mesh, rules)
+
+
+def param_shardings(abstract: dict, mesh: Mesh, rules: Mapping[str, str | None] | None = None) -> dict:
+    """NamedSharding per parameter for ``mesh`` (axes among 'data', 'model'), by ``PARTITION_RULES`` and
+    ``rules`` (logical -> mesh axes)."""
+    return checkpoint.param_shardings(PARTITION_RULES, abstract, mesh, rules)
 
 
 # ---------------------------------------------------------------------------------------- loading / saving
-def load_hf(path: str | os.PathLike, *, param_dtype=jnp.float32, mesh: Mesh | None = None
-            ) -> tuple[Qwen3_5Config, dict]:
+def load_hf(path: str | os.PathLike, *, param_dtype=jnp.float32, mesh: Mesh | None = None,
+            rules: Mapping[str, str | None] | None = None) -> tuple[Qwen3_5Config, dict]:
     """Load ``config.json`` + safetensors from a local HF directory (either layout) -> ``(config, params)``.
 
-    Parameters are cast to ``param_dtype``; with ``mesh`` each is created sharded by ``PARTITION_RULES``."""
+    Parameters are cast to ``param_dtype``; with ``mesh`` each is created sharded by ``PARTITION_RULES`` and
+    ``rules`` (logical -> mesh axes)."""
     path = os.fspath(path)
     config = Qwen3_5Config.from_hf(path)
     files = checkpoint.checkpoint_files(path)
@@ -137,7 +147,7 @@ def load_hf(path: str | os.PathLike, *, param_dtype=jnp.float32, mesh: Mesh | No
     checkpoint.check_checkpoint(entries, {k: f.shape(k) for k, f in files.items()}, abstract,
                                 lambda key: bool(_IGNORED.search(key)) or (config.tie_word_embeddings
                                                                            and key == "lm_head.weight"))
-    return config, checkpoint.load_params(entries, files, abstract, PARTITION_RULES, mesh)
+    return config, checkpoint.load_params(entries, files, abstract, PARTITION_RULES, mesh, rules)
 
 
 def save_hf(params: dict, config: Qwen3_5Config, out_dir: str | os.PathLike, *, tokenizer=None,
