@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwen_sae_jax.errors import UserError
-from qwen_sae_jax.sae.architectures import get_architecture
 from qwen_sae_jax.sae.config import SAEConfig
+from qwen_sae_jax.sae.registry import get_architecture
 from qwen_sae_jax.sae.sparse import sparse_decode
 
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "act_scale")
@@ -56,10 +56,9 @@ class SAE:
     def encode_topk(self, x: jax.Array, *, implementation: str = "auto") -> SparseLatents:
         """TopK only: the sparse form ``(acts [..., k], idx [..., k] int32)`` of `encode`, rows sorted by
         decreasing activation; differentiable w.r.t. the parameters without a dense [.., d_sae] matrix."""
-        if self.cfg.architecture != "topk":
+        encode_sparse = get_architecture(self.cfg.architecture).encode_sparse
+        if encode_sparse is None:
             raise UserError(f"encode_topk is for topk SAEs; this one is {self.cfg.architecture!r} (use encode)")
-        from qwen_sae_jax.sae.architectures.topk import encode_sparse
-
         flat, lead = self._flatten_input(x, "encode_topk")
         acts, idx = encode_sparse(self, self._normalise(flat), implementation)
         return SparseLatents(acts.reshape(lead + (self.cfg.k,)), idx.reshape(lead + (self.cfg.k,)))

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from qwen_sae_jax.sae.config import SAEConfig
 from qwen_sae_jax.sae.core import SAE
-from qwen_sae_jax.sae.losses import LossTerms
+from qwen_sae_jax.sae.loss_terms import LossTerms
 
 
 def _unit_rows(W_dec: jax.Array) -> jax.Array:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from qwen_sae_jax.sae.losses import auxk_loss
+from qwen_sae_jax.sae.loss_terms import auxk_loss
 from qwen_sae_jax.sae.select import select_topk, top_k_of
 from qwen_sae_jax.sae.sparse import sparse_decode, sparse_encoder_acts
 

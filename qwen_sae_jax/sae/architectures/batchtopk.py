@@ -17,7 +17,8 @@ from jax import lax
 
 from qwen_sae_jax.sae.architectures.auxk import auxk_term
 from qwen_sae_jax.sae.architectures.common import decode_dense, encoder_input, fired_and_l0, pre_activations
-from qwen_sae_jax.sae.losses import LossTerms, min_nonzero, reconstruction_terms
+from qwen_sae_jax.sae.loss_terms import LossTerms, min_nonzero, reconstruction_terms
+from qwen_sae_jax.sae.registry import Architecture, register
 from qwen_sae_jax.sae.select import encoder_matmul
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def batch_topk_mask(relu_pre: jax.Array, k: int) -> jax.Array:
 
 
 def loss(sae: "SAE", x_in, valid, dead_mask, implementation: str = "auto") -> tuple[jax.Array, LossTerms]:
+    """mse + AuxK of the reconstruction from the batch's top ``k * B`` ReLU'd pre-activations."""
     x_in = x_in.astype(sae.W_enc.dtype)
     x_enc = encoder_input(sae, x_in)  # [B, d_in]
     pre_no_bias = encoder_matmul(x_enc, sae.W_enc)  # [B, d_sae], reused by AuxK
@@ -53,3 +55,6 @@ def loss(sae: "SAE", x_in, valid, dead_mask, implementation: str = "auto") -> tu
     terms = LossTerms(mse=mse, fvu=fvu, aux=aux, sparsity=zero, l0=l0, fired=fired,
                       min_active=min_nonzero(lax.stop_gradient(z)), n_nonfinite=jnp.zeros((), jnp.int32))
     return mse + aux, terms
+
+
+register(Architecture("batchtopk", encode=encode, loss=loss))

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from qwen_sae_jax.sae.architectures.common import decode_dense, decoder_row_norms, fired_and_l0, pre_activations
-from qwen_sae_jax.sae.losses import LossTerms, min_nonzero, reconstruction_terms
+from qwen_sae_jax.sae.loss_terms import LossTerms, min_nonzero, reconstruction_terms
+from qwen_sae_jax.sae.registry import Architecture, register
 
 if TYPE_CHECKING:
     from qwen_sae_jax.sae.core import SAE
@@ -71,11 +72,13 @@ step.defvjp(_step_fwd, _step_bwd)
 
 
 def encode(sae: "SAE", x_in: jax.Array, implementation: str = "auto") -> jax.Array:
+    """Dense latents ``relu(pre) * H(pre - threshold)`` [B, d_sae]."""
     del implementation
     return jumprelu(pre_activations(sae, x_in), sae.threshold, sae.cfg.jumprelu_bandwidth)
 
 
 def loss(sae: "SAE", x_in, valid, dead_mask, implementation: str = "auto") -> tuple[jax.Array, LossTerms]:
+    """mse + L0 (sparsity) + the pre-activation loss on dead latents (aux), see the module docstring."""
     del implementation
     cfg = sae.cfg
     x_in = x_in.astype(sae.W_enc.dtype)
@@ -97,3 +100,6 @@ def loss(sae: "SAE", x_in, valid, dead_mask, implementation: str = "auto") -> tu
     terms = LossTerms(mse=mse, fvu=fvu, aux=aux, sparsity=sparsity, l0=l0, fired=fired,
                       min_active=min_nonzero(lax.stop_gradient(z)), n_nonfinite=jnp.zeros((), jnp.int32))
     return mse + sparsity + aux, terms
+
+
+register(Architecture("jumprelu", encode=encode, loss=loss))

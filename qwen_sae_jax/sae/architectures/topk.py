@@ -14,7 +14,8 @@ import jax.numpy as jnp
 
 from qwen_sae_jax.sae.architectures.auxk import auxk_term
 from qwen_sae_jax.sae.architectures.common import encoder_input
-from qwen_sae_jax.sae.losses import LossTerms, min_nonzero, reconstruction_terms
+from qwen_sae_jax.sae.loss_terms import LossTerms, min_nonzero, reconstruction_terms
+from qwen_sae_jax.sae.registry import Architecture, register
 from qwen_sae_jax.sae.select import select_topk
 from qwen_sae_jax.sae.sparse import sparse_decode, sparse_encoder_acts
 
@@ -32,12 +33,14 @@ def encode_sparse(sae: "SAE", x_in: jax.Array, implementation: str = "auto") -> 
 
 
 def encode(sae: "SAE", x_in: jax.Array, implementation: str = "auto") -> jax.Array:
+    """Dense latents [B, d_sae] of the k largest ReLU'd pre-activations per token (scattered from `encode_sparse`)."""
     acts, idx = encode_sparse(sae, x_in, implementation)
     rows = jnp.arange(idx.shape[0])[:, None]
     return jnp.zeros((idx.shape[0], sae.cfg.d_sae), acts.dtype).at[rows, idx].set(acts)
 
 
 def loss(sae: "SAE", x_in, valid, dead_mask, implementation: str = "auto") -> tuple[jax.Array, LossTerms]:
+    """mse + AuxK of the sparse TopK reconstruction (sparse gather decode and sparse gradients)."""
     cfg = sae.cfg
     x_in = x_in.astype(sae.W_enc.dtype)
     x_enc = encoder_input(sae, x_in)  # [B, d_in]
@@ -54,3 +57,6 @@ def loss(sae: "SAE", x_in, valid, dead_mask, implementation: str = "auto") -> tu
     terms = LossTerms(mse=mse, fvu=fvu, aux=aux, sparsity=zero, l0=l0, fired=fired,
                       min_active=min_nonzero(acts_nograd), n_nonfinite=jnp.zeros((), jnp.int32))
     return mse + aux, terms
+
+
+register(Architecture("topk", encode=encode, loss=loss, encode_sparse=encode_sparse))
