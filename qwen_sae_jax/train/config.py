@@ -8,7 +8,7 @@ hooks, optimizer and kernel choice; each variant is trained on each of its hooks
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 from qwen_sae_jax.config import field_docs
 from qwen_sae_jax.data.tokens import DataConfig
@@ -59,38 +59,58 @@ class OptimConfig:
             raise UserError(f"optim.clip_norm must be > 0 or null, got {self.clip_norm}")
 
 
-def _variant_fields() -> list[tuple]:
-    """(name, type, field) of SAEVariantConfig: name/hooks/implementation/optim + SAEConfig's fields."""
-    docs = field_docs(SAEConfig)
-    fields: list[tuple] = [
-        ("name", "str | None", dataclasses.field(default=None, metadata={"help": (
-            "Variant name: the SAE folder is saes/<hook>__<name>. Null: derived from architecture, k and width "
-            "(e.g. topk-k32-512).")})),
-        ("hooks", "list[str] | None", dataclasses.field(default=None, metadata={"help": (
-            "Hook points of this variant (names, SAELens aliases or globs). Null: the top-level `hooks`.")})),
-        ("implementation", "Literal['auto', 'pallas', 'xla', 'approx']", dataclasses.field(
-            default="auto", metadata={"help": "TopK kernel: auto (Pallas on TPU/GPU, XLA on CPU), pallas, xla, "
-                                              "approx (lax.approx_max_k)."})),
-    ]
-    for f in dataclasses.fields(SAEConfig):
-        if f.name in SET_BY_TRAINER:
-            continue
-        default = "topk" if f.name == "architecture" else f.default
-        fields.append((f.name, f.type, dataclasses.field(default=default, metadata={"help": docs.get(f.name, "")})))
-    fields.append(("optim", "OptimConfig", dataclasses.field(
-        default_factory=OptimConfig, metadata={"help": "Optimizer of this variant (each SAE has its own state)."})))
-    return fields
+def _sae_field(name: str, default: Any = dataclasses.MISSING) -> Any:
+    """A variant field mirroring `SAEConfig`'s field ``name``: its default (unless given) and its help text."""
+    field = next(f for f in dataclasses.fields(SAEConfig) if f.name == name)
+    default = field.default if default is dataclasses.MISSING else default
+    return dataclasses.field(default=default, metadata={"help": field_docs(SAEConfig).get(name, "")})
 
 
-SAEVariantConfig = dataclasses.make_dataclass(
-    "SAEVariantConfig", _variant_fields(),
-    namespace={"__doc__": "One SAE variant: SAEConfig's fields (minus d_in, hook_name, model_name) plus "
-                          "name, hooks, implementation and optim.",
-               "sae_config": lambda self, d_in, hook_name, model_name: SAEConfig(
-                   d_in=d_in, hook_name=hook_name, model_name=model_name,
-                   **{f.name: getattr(self, f.name) for f in dataclasses.fields(SAEConfig)
-                      if f.name not in SET_BY_TRAINER})})
-SAEVariantConfig.__module__ = __name__   # string annotations resolve in this module
+@dataclasses.dataclass
+class SAEVariantConfig:
+    """One SAE variant: SAEConfig's fields (minus d_in, hook_name, model_name) plus name, hooks, implementation
+    and optim.
+
+    The SAEConfig fields are written out (so type checkers and editors see them) but take their default and
+    help from SAEConfig; ``tests/train/test_variant_config.py`` fails when the two lists drift apart. Values
+    are checked where `sae_config` builds the SAEConfig (`train.plan.make_plan` names the variant).
+    """
+
+    name: str | None = None
+    """Variant name: the SAE folder is saes/<hook>__<name>. Null: derived from architecture, k and width
+    (e.g. topk-k32-512)."""
+    hooks: list[str] | None = None
+    """Hook points of this variant (names, SAELens aliases or globs). Null: the top-level `hooks`."""
+    implementation: Literal["auto", "pallas", "xla", "approx"] = "auto"
+    """TopK kernel: auto (Pallas on TPU/GPU, XLA on CPU), pallas, xla, approx (lax.approx_max_k)."""
+    architecture: str = _sae_field("architecture", default="topk")
+    d_sae: int | None = _sae_field("d_sae")
+    expansion_factor: int | None = _sae_field("expansion_factor")
+    k: int | None = _sae_field("k")
+    apply_b_dec_to_input: bool = _sae_field("apply_b_dec_to_input")
+    normalize_activations: bool | None = _sae_field("normalize_activations")
+    dtype: str = _sae_field("dtype")
+    normalize_decoder: bool | None = _sae_field("normalize_decoder")
+    decoder_init_norm: float | None = _sae_field("decoder_init_norm")
+    encoder_init_norm: float | None = _sae_field("encoder_init_norm")
+    b_dec_init: str = _sae_field("b_dec_init")
+    k_aux: int | None = _sae_field("k_aux")
+    aux_coefficient: float = _sae_field("aux_coefficient")
+    dead_tokens_threshold: int = _sae_field("dead_tokens_threshold")
+    batchtopk_threshold_lr: float = _sae_field("batchtopk_threshold_lr")
+    l1_coefficient: float = _sae_field("l1_coefficient")
+    l0_coefficient: float = _sae_field("l0_coefficient")
+    jumprelu_bandwidth: float = _sae_field("jumprelu_bandwidth")
+    jumprelu_init_threshold: float = _sae_field("jumprelu_init_threshold")
+    pre_act_loss_coefficient: float = _sae_field("pre_act_loss_coefficient")
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    """Optimizer of this variant (each SAE has its own state)."""
+
+    def sae_config(self, d_in: int, hook_name: str, model_name: str) -> SAEConfig:
+        """This variant's `SAEConfig` for one hook (validated there: a bad value raises `UserError`)."""
+        return SAEConfig(d_in=d_in, hook_name=hook_name, model_name=model_name,
+                         **{f.name: getattr(self, f.name) for f in dataclasses.fields(SAEConfig)
+                            if f.name not in SET_BY_TRAINER})
 
 
 @dataclasses.dataclass
@@ -211,7 +231,7 @@ class TrainConfig:
     hooks: list[str] = dataclasses.field(default_factory=lambda: ["blocks.*.hook_resid_post"])
     """Hook points (names, SAELens aliases, globs: 'layers.*.mlp', 'blocks.*.hook_resid_post') for every
     variant that does not list its own. Note 'layers.*' matches every hook of every layer."""
-    saes: list[SAEVariantConfig] = dataclasses.field(default_factory=_default_saes)  # type: ignore[valid-type]
+    saes: list[SAEVariantConfig] = dataclasses.field(default_factory=_default_saes)
     """SAE variants; each is trained on each of its hooks (one SAE per hook x variant)."""
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     """Text source, tokenisation and packing."""
