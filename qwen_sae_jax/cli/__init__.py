@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "demo": "demo",
     "capture": "capture",
     "train": "train",
+    "sft": "sft",
     "eval": "eval",
     "export": "export",
     "import": "import_",

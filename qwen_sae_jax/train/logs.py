@@ -100,15 +100,18 @@ class TrainLogger:
             self._bar.n = step
             self._bar.refresh()
 
-    def log(self, step: int, record: dict[str, Any]) -> None:
+    def log(self, step: int, record: dict[str, Any], summary: str | None = None) -> None:
+        """Write ``record`` (needs ``tokens`` and ``tokens_per_s``); ``summary`` is the tail of the progress line
+        (default: the mean fvu / l0 / dead fraction of the record's ``saes``)."""
         if not self.is_main:
             return
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
-        saes = record.get("saes", {})
-        mean = lambda key: sum(m[key] for m in saes.values()) / max(len(saes), 1)  # noqa: E731
-        summary = (f"fvu {mean('fvu'):.3f} | l0 {mean('l0'):.1f} | dead {100 * mean('dead_fraction'):.1f}% "
-                   f"(mean of {len(saes)} SAEs)")
+        if summary is None:
+            saes = record.get("saes", {})
+            mean = lambda key: sum(m[key] for m in saes.values()) / max(len(saes), 1)  # noqa: E731
+            summary = (f"fvu {mean('fvu'):.3f} | l0 {mean('l0'):.1f} | dead {100 * mean('dead_fraction'):.1f}% "
+                       f"(mean of {len(saes)} SAEs)")
         if self._bar is not None:
             self._bar.n = step
             self._bar.set_postfix_str(f"{_fmt_count(record['tokens_per_s'])} tok/s | {summary}")
