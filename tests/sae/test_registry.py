@@ -1,6 +1,8 @@
 """The architecture registry: every architecture registers itself, lookups fail with one clear line, and the
 SAE package's run-time imports point one way (base code -> registry <- architectures, no loop)."""
 import ast
+import importlib
+import re
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -135,3 +137,54 @@ def test_losses_and_core_never_import_an_architecture_and_no_architecture_import
 def test_the_sae_package_has_no_import_loop():
     cycle = _find_cycle(import_graph())
     assert cycle is None, "import loop: " + " -> ".join(cycle or [])
+
+
+def _docstring_references() -> list[tuple[str, str]]:
+    """(module, `reference`) for every backticked name in the SAE package's docstrings."""
+    refs = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        for node in nodes:
+            for ref in re.findall(r"(?<!`)`([A-Za-z_][\w./]*)`(?!`)", ast.get_docstring(node) or ""):
+                refs.append((name, ref))
+    return refs
+
+
+def _import_path(dotted: str) -> bool:
+    """Whether ``dotted`` is a module, or a module followed by attributes (``qwen_sae_jax.sae.core.SAE.encode``)."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for part in parts[i:]:
+            if not hasattr(obj, part):
+                return False
+            obj = getattr(obj, part)
+        return True
+    return False
+
+
+def _resolves(ref: str) -> bool:
+    """Whether a docstring reference names something that exists: a file of the package, a module or attribute
+    (written in full, from ``qwen_sae_jax``, from the SAE package or from `architectures`), or a name defined
+    in one of the SAE modules."""
+    if ref.endswith(".py"):
+        return any((base / ref).is_file() for base in (SAE_DIR, SAE_DIR / "architectures", SAE_DIR.parents[1]))
+    for prefix in ("", "qwen_sae_jax.", f"{PACKAGE}.", f"{ARCH}."):
+        if (prefix or ref.startswith("qwen_sae_jax")) and _import_path(prefix + ref):
+            return True
+    return any(_import_path(f"{module}.{ref}") for module in _modules())
+
+
+def test_docstrings_name_what_exists():
+    """A backticked code name in an SAE docstring (a class, a function, ``module.name``, a file) must exist:
+    no stale names such as a removed class."""
+    external = {"jax.custom_vjp", "lax.top_k", "lax.approx_max_k", "lax.scan", "optax.masked", "jax.shard_map",
+                "jax.set_mesh", "jax_debug_nans", "flax.struct.dataclass", "pallas.triton.CompilerParams", "fori_loop"}
+    stale = [(m, ref) for m, ref in _docstring_references()
+             if ref not in external and (ref.endswith(".py") or "." in ref or re.search(r"[a-z][A-Z]|_", ref))
+             and not _resolves(ref)]
+    assert not stale, f"docstrings name what does not exist: {stale}"
