@@ -24,6 +24,7 @@ import numpy as np
 from qwen_sae_jax.errors import UserError
 
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
+_CHATML_TURN = re.compile(r"<\|im_start\|>(\w+)\n(.*?)<\|im_end\|>\n?", re.S)
 _LATIN = re.compile("[A-Za-z]")
 
 
@@ -40,6 +41,15 @@ def _render(tokenizer: Any, messages: Sequence[dict], generation_prompt: bool) -
     return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
 
 
+def parse_chatml(text: str, where: str = "conversation") -> list[dict]:
+    """Messages of a ChatML transcript (``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per turn, nothing else)."""
+    turns = list(_CHATML_TURN.finditer(text))
+    if not turns or "".join(t.group(0) for t in turns).strip() != text.strip():
+        raise UserError(f"{where}: a text conversation must be a ChatML transcript "
+                        "(<|im_start|>role\\ncontent<|im_end|> per turn); or give a list of {role, content} messages")
+    return [{"role": t.group(1), "content": t.group(2)} for t in turns]
+
+
 def _check_messages(messages: Any, where: str) -> None:
     if not isinstance(messages, (list, tuple)) or not messages:
         raise UserError(f"{where}: a conversation must be a non-empty list of {{role, content}} messages, "
@@ -50,7 +60,10 @@ def _check_messages(messages: Any, where: str) -> None:
 
 
 def reply_spans(tokenizer: Any, messages: Sequence[dict], where: str = "conversation") -> tuple[str, list[tuple]]:
-    """``(rendered text, [(start, end) character span of each assistant reply])`` (module docstring)."""
+    """``(rendered text, [(start, end) character span of each assistant reply])`` (module docstring).
+    ``messages`` may also be a ChatML transcript string (`parse_chatml`)."""
+    if isinstance(messages, str):
+        messages = parse_chatml(messages, where)
     _check_messages(messages, where)
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("the model's tokenizer has no chat_template: SFT renders conversations with it")
@@ -72,6 +85,8 @@ def reply_spans(tokenizer: Any, messages: Sequence[dict], where: str = "conversa
 
 def tokenize_conversation(tokenizer: Any, messages: Sequence[dict], where: str = "conversation") -> Example:
     """Token ids of the rendered conversation and the mask of its reply tokens."""
+    if isinstance(messages, str):
+        messages = parse_chatml(messages, where)
     text, spans = reply_spans(tokenizer, messages, where)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     starts = np.asarray([s for s, _ in enc["offset_mapping"]], np.int64)   # [n] first character of each token

@@ -3,7 +3,7 @@ marker), checked against the replies tokenised on their own."""
 import pytest
 
 from qwen_sae_jax.errors import UserError
-from qwen_sae_jax.posttrain.chat import detect_language, tokenize_conversation
+from qwen_sae_jax.posttrain.chat import detect_language, parse_chatml, tokenize_conversation
 
 TWO_TURNS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"},
              {"role": "assistant", "content": "hello, cat"}, {"role": "user", "content": "and?"},
@@ -52,7 +52,7 @@ def test_template_that_rewrites_earlier_turns_is_refused(tokenizer):
         tok.chat_template = old
 
 
-@pytest.mark.parametrize("bad, match", [([], "non-empty list"), ("hello", "non-empty list"),
+@pytest.mark.parametrize("bad, match", [([], "non-empty list"), ("hello", "must be a ChatML transcript"),
                                         ([{"role": "user"}], "string 'role' and 'content'")])
 def test_bad_conversations(tokenizer, bad, match):
     with pytest.raises(UserError, match=match):
@@ -63,3 +63,12 @@ def test_detect_language():
     assert detect_language("猫 狗 河 and") == "zh"      # 3 ideographs vs 3 Latin letters
     assert detect_language("the cat 猫") == "en"
     assert detect_language("123") == "en"
+
+
+def test_chatml_transcripts_are_conversations(tokenizer):
+    text = tokenizer.apply_chat_template(TWO_TURNS, tokenize=False)
+    assert parse_chatml(text) == TWO_TURNS
+    ex, want = tokenize_conversation(tokenizer, text), tokenize_conversation(tokenizer, TWO_TURNS)
+    assert (ex.ids == want.ids).all() and (ex.reply == want.reply).all()
+    with pytest.raises(UserError, match="must be a ChatML transcript"):
+        parse_chatml("free text <|im_start|>user\nhi<|im_end|>")
