@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Rebuild the embedded tiny Qwen3 (``qwen_sae_jax/assets/tiny-qwen3``) from scratch, deterministically from a seed.
+"""Rebuild an embedded tiny model from scratch, deterministically from a seed: ``tiny`` (Qwen3,
+``qwen_sae_jax/assets/tiny-qwen3``) or, with ``--family qwen3_5``, ``tiny-qwen3.5`` (the hybrid Gated DeltaNet +
+gated attention Qwen3.5, ``qwen_sae_jax/assets/tiny-qwen3.5``). Both use the same corpora, tokenizer, chat
+template, instruction-tuning stage and held-out splits: the stages before ``train`` do not depend on the family.
 
 Stages (run all, or pick with --stages):
   install    apt-get install the text sources: fortunes fortunes-zh python3.11-doc (libpython3.11-stdlib
@@ -7,7 +10,7 @@ Stages (run all, or pick with --stages):
   corpus     gather + split the sources, synthesise chat, write held-out texts and prompt lists
   tokenizer  train the byte-level BPE (HF tokenizers) with Qwen3's special tokens and chat template
   tokenize   token streams per source (uint16 .npy) for training and held-out evaluation
-  train      pre-train the project's Flax Qwen3 with optax (resumes from WORK/run/checkpoint.msgpack)
+  train      pre-train the project's Flax model of --family with optax (resumes from WORK/run/checkpoint.msgpack)
   sft        instruction-tune the pre-trained weights: freshly synthesised chat in its instruction-tuning
              variant (ChatSynthesizer(instruct=True)) mixed with the pre-training text (WORK/sft/)
   export     write the HF directory into the package assets (the sft weights when that stage ran)
@@ -17,6 +20,7 @@ Examples:
   python launch/build_tiny_model.py                          # everything, 45-minute training budget
   python launch/build_tiny_model.py --max-steps 986 --time-budget 0   # the committed model, bit for bit (see its card)
   python launch/build_tiny_model.py --stages quality         # re-measure the committed model
+  python launch/build_tiny_model.py --family qwen3_5          # tiny-qwen3.5 (work dir build/tiny-qwen3.5)
 """
 from __future__ import annotations
 
@@ -33,7 +37,9 @@ sys.path.insert(0, str(REPO))
 
 STAGES = ("install", "corpus", "tokenizer", "tokenize", "train", "sft", "export", "quality")
 APT_PACKAGES = ("fortunes", "fortunes-zh", "python3.11-doc")
-DEFAULT_OUT = REPO / "qwen_sae_jax" / "assets" / "tiny-qwen3"
+ASSETS = REPO / "qwen_sae_jax" / "assets"
+ASSET_NAMES = {"qwen3": "tiny-qwen3", "qwen3_5": "tiny-qwen3.5"}   # --family -> asset folder (and default work dir)
+DEFAULT_LAYERS = {"qwen3": 4, "qwen3_5": 4}     # qwen3_5: linear, full, linear, full (interval 2)
 
 
 def log(msg: str) -> None:
@@ -99,10 +105,17 @@ def stage_tokenize(args) -> None:
 
 
 def _model_shape(args):
-    from qwen_sae_jax.tinymodel.train import ModelShape
-    return ModelShape(num_hidden_layers=args.layers, hidden_size=args.hidden, intermediate_size=args.intermediate,
-                      num_attention_heads=args.heads, num_key_value_heads=args.kv_heads, head_dim=args.head_dim,
-                      vocab_size=args.vocab_size, max_position_embeddings=args.max_position_embeddings)
+    from qwen_sae_jax.tinymodel.train import ModelShape, hybrid_layer_types
+    hybrid = {}
+    if args.family == "qwen3_5":
+        hybrid = dict(layer_types=hybrid_layer_types(args.layers, args.full_attention_interval),
+                      partial_rotary_factor=args.partial_rotary_factor, linear_num_key_heads=args.linear_key_heads,
+                      linear_num_value_heads=args.linear_value_heads, linear_key_head_dim=args.linear_head_dim,
+                      linear_value_head_dim=args.linear_head_dim)
+    return ModelShape(family=args.family, num_hidden_layers=args.layers, hidden_size=args.hidden,
+                      intermediate_size=args.intermediate, num_attention_heads=args.heads,
+                      num_key_value_heads=args.kv_heads, head_dim=args.head_dim, vocab_size=args.vocab_size,
+                      max_position_embeddings=args.max_position_embeddings, **hybrid)
 
 
 def _special_ids(args) -> tuple[tuple[int, ...], int]:
@@ -126,16 +139,16 @@ def stage_train(args) -> None:
 
 
 def _load_checkpoint(args, run: str):
-    """``(params, qwen3_config, step)`` of ``WORK/<run>/checkpoint.msgpack``."""
+    """``(params, config, step)`` of ``WORK/<run>/checkpoint.msgpack`` (config of the run's own family)."""
     import pickle
 
     from flax import serialization
 
-    from qwen_sae_jax.models.qwen3.params import init_params
+    from qwen_sae_jax.models.registry import init_params
     from qwen_sae_jax.tinymodel.train import ModelShape
     saved = pickle.loads((args.work / run / "checkpoint.msgpack").read_bytes())
     eos, pad = _special_ids(args)
-    config = ModelShape(**saved["model_shape"]).qwen3_config(eos, pad)
+    config = ModelShape(**saved["model_shape"]).config(eos, pad)
     return serialization.from_bytes(init_params(config), saved["params"]), config, saved["state"]["step"]
 
 
@@ -152,13 +165,13 @@ def stage_sft(args) -> None:
         log("sft: --sft-steps 0, skipped")
         return
     if args.sft_from is not None:         # an HF directory (e.g. a previously exported pre-trained model)
-        from qwen_sae_jax.models.qwen3.params import load_hf
+        from qwen_sae_jax.models.registry import load_hf
         config, params = load_hf(args.sft_from)
         base = f"the weights in {args.sft_from}"
     else:
         params, config, step = _load_checkpoint(args, "run")
         base = f"the pre-training run (step {step})"
-    shape = ModelShape(**{k: getattr(config, k) for k in ModelShape.__dataclass_fields__})   # the base's own shape
+    shape = ModelShape.of_config(config)                  # the base's own shape (and family)
     synth = ChatSynthesizer(PythonDocsFacts.from_sources(corpus.PYDOC_SOURCES),
                             harmful_fraction=args.sft_harmful_fraction, instruct=True)
     rng = random.Random(f"{args.seed}-chat-sft")
@@ -217,20 +230,30 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (splits, chat, init, batches)")
-    p.add_argument("--work", type=Path, default=REPO / "build" / "tiny-qwen3", help="scratch directory")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the HF model directory to write")
+    p.add_argument("--family", default="qwen3",
+                   help=f"model family: {', '.join(ASSET_NAMES)} (qwen3_5: the hybrid Gated DeltaNet + attention model)")
+    p.add_argument("--work", type=Path, default=None, help="scratch directory (default build/<asset name>)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the HF model directory to write (default qwen_sae_jax/assets/<asset name>)")
     p.add_argument("--chat-train", type=int, default=80_000, help="synthetic training conversations")
     p.add_argument("--chat-heldout", type=int, default=1_000, help="held-out conversations (CE split)")
     p.add_argument("--n-prompts", type=int, default=150, help="held-out harmful and harmless prompts, each")
     p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size, special tokens included")
     p.add_argument("--tokenizer-chars-per-source", type=int, default=2_500_000,
                    help="training characters per source fed to the BPE trainer")
-    p.add_argument("--layers", type=int, default=4, help="decoder layers")
+    p.add_argument("--layers", type=int, default=None,
+                   help=f"decoder layers (default by family: {json.dumps(DEFAULT_LAYERS)})")
     p.add_argument("--hidden", type=int, default=192, help="hidden (residual) size")
     p.add_argument("--intermediate", type=int, default=512, help="MLP intermediate size")
     p.add_argument("--heads", type=int, default=4, help="query heads")
     p.add_argument("--kv-heads", type=int, default=2, help="key/value heads (GQA)")
     p.add_argument("--head-dim", type=int, default=48, help="per-head dimension")
+    p.add_argument("--full-attention-interval", type=int, default=2,
+                   help="qwen3_5: layer i is full attention iff (i + 1) %% interval == 0, else Gated DeltaNet")
+    p.add_argument("--partial-rotary-factor", type=float, default=0.25, help="qwen3_5: share of head_dim under RoPE")
+    p.add_argument("--linear-key-heads", type=int, default=2, help="qwen3_5: Gated DeltaNet key heads")
+    p.add_argument("--linear-value-heads", type=int, default=4, help="qwen3_5: Gated DeltaNet value heads")
+    p.add_argument("--linear-head-dim", type=int, default=48, help="qwen3_5: Gated DeltaNet key and value head dim")
     p.add_argument("--max-position-embeddings", type=int, default=512, help="positions the config declares")
     p.add_argument("--ctx-len", type=int, default=256, help="training sequence length (tokens)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per training step")
@@ -257,6 +280,11 @@ def main(argv=None) -> None:
     bad = [s for s in stages if s not in STAGES]
     if bad:
         p.error(f"unknown stage(s) {bad}; valid: {', '.join(STAGES)}")
+    if args.family not in ASSET_NAMES:
+        p.error(f"unknown --family {args.family!r}; valid: {', '.join(ASSET_NAMES)}")
+    args.work = args.work or REPO / "build" / ASSET_NAMES[args.family]
+    args.out = args.out or ASSETS / ASSET_NAMES[args.family]
+    args.layers = args.layers or DEFAULT_LAYERS[args.family]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args.work.mkdir(parents=True, exist_ok=True)
     for stage in STAGES:

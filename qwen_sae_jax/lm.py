@@ -29,7 +29,10 @@ from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.models import registry
 from qwen_sae_jax.sharding import MESH_AXES, check_rules, logical_sharding
 
-TINY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "tiny-qwen3")
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+TINY_DIR = os.path.join(ASSETS_DIR, "tiny-qwen3")
+# the models shipped in the package (built by launch/build_tiny_model.py): name -> HF directory
+EMBEDDED_MODELS = {"tiny": TINY_DIR, "tiny-qwen3.5": os.path.join(ASSETS_DIR, "tiny-qwen3.5")}
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 
@@ -43,18 +46,20 @@ def _dtype(dtype) -> jnp.dtype:
 
 
 def resolve_model_dir(name_or_path: str) -> str:
-    """Local directory for ``"tiny"``, a local HF directory, or a hub id (downloaded/cached)."""
-    if name_or_path == "tiny":
-        if not os.path.isfile(os.path.join(TINY_DIR, "config.json")):
-            raise UserError(f"the embedded tiny model is missing: no config.json in {TINY_DIR} "
-                            f"(it is produced by the tiny-model training; pass a local HF directory instead)")
-        return TINY_DIR
+    """Local directory of an embedded model (``EMBEDDED_MODELS``: "tiny", "tiny-qwen3.5"), a local HF directory,
+    or a hub id (downloaded/cached)."""
+    if name_or_path in EMBEDDED_MODELS:
+        path = EMBEDDED_MODELS[name_or_path]
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise UserError(f"the embedded model {name_or_path!r} is missing: no config.json in {path} (it is "
+                            f"produced by launch/build_tiny_model.py; pass a local HF directory instead)")
+        return path
     if os.path.isdir(name_or_path):
         return name_or_path
     looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
     if not looks_like_hub_id:
-        raise UserError(f"model {name_or_path!r} is neither 'tiny', an existing directory, nor a hub id "
-                        f"like 'Qwen/Qwen3-0.6B'")
+        raise UserError(f"model {name_or_path!r} is neither an embedded model ({', '.join(map(repr, EMBEDDED_MODELS))}), "
+                        f"an existing directory, nor a hub id like 'Qwen/Qwen3-0.6B'")
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError

@@ -163,7 +163,7 @@ def test_bad_inputs(dense):
 
 
 def test_load_model_errors_and_tiny(monkeypatch, tmp_path):
-    with pytest.raises(UserError, match="neither 'tiny', an existing directory, nor a hub id"):
+    with pytest.raises(UserError, match="neither an embedded model \\('tiny', 'tiny-qwen3.5'\\), an existing directory, nor a hub id"):
         load_model("./no/such/dir")
     # hub ids resolve through huggingface_hub; with HF_HUB_OFFLINE and an empty cache: a clear error
     import huggingface_hub.constants as hf_constants
@@ -172,9 +172,9 @@ def test_load_model_errors_and_tiny(monkeypatch, tmp_path):
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError, match="not in the Hugging Face cache"):
         load_model("nobody/no-such-model")
-    monkeypatch.setattr(lm_module, "TINY_DIR", str(tmp_path / "tiny-missing"))
-    with pytest.raises(UserError, match="embedded tiny model is missing"):
-        load_model("tiny")
+    monkeypatch.setitem(lm_module.EMBEDDED_MODELS, "tiny-qwen3.5", str(tmp_path / "tiny-missing"))
+    with pytest.raises(UserError, match="embedded model 'tiny-qwen3.5' is missing"):
+        load_model("tiny-qwen3.5")
 
 
 def test_hub_id_loads_from_offline_cache(monkeypatch, tmp_path, dense):

@@ -1,9 +1,13 @@
-"""The model card (``assets/tiny-qwen3/README.md``), rendered from the measured figures only."""
+"""The model cards (``assets/tiny-qwen3/README.md``, ``assets/tiny-qwen3.5/README.md``), rendered from the
+measured figures only."""
 from __future__ import annotations
 
 import json
 
+from qwen_sae_jax.models import registry
 from qwen_sae_jax.tinymodel import chat_content as C
+
+DEFAULT_PRETRAIN_LR = 3e-3        # launch/build_tiny_model.py's --lr default (the card names any other value)
 
 SOURCE_DESCRIPTIONS = {
     "english": "English prose: Debian `fortunes` (one fortune per document; ASCII-art files left out)",
@@ -18,33 +22,78 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _family(cfg: dict) -> str:
+    """``qwen3`` or ``qwen3_5``: the build script's ``--family`` of an HF config dict."""
+    return registry.family_of(cfg).model_types[0]
+
+
+def _header(family: str) -> list[str]:
+    if family == "qwen3":
+        return ["# tiny-qwen3: the embedded default model of qwen_sae_jax", "",
+                "A Qwen3-architecture language model trained from scratch by this project (its own Flax Qwen3 and "
+                "optax)", "on text obtainable offline, so that demos, tests and case studies run on meaningful "
+                "activations without", "downloads or accelerators.", "",
+                "Load it with `qwen_sae_jax.load_model(\"tiny\")`, or as-is with `transformers`"]
+    return ["# tiny-qwen3.5: the embedded hybrid Qwen3.5 model of qwen_sae_jax", "",
+            "A Qwen3.5-architecture (hybrid Gated DeltaNet + gated attention) language model trained from scratch by "
+            "this project", "(its own Flax Qwen3.5 and optax) on the same data, tokenizer, chat template, "
+            "instruction-tuning stage and", "held-out splits as `tiny` (tiny-qwen3), so that SAEs on linear-attention "
+            "and full-attention layers can be", "studied without downloads or accelerators.", "",
+            "Load it with `qwen_sae_jax.load_model(\"tiny-qwen3.5\")`, or as-is with `transformers`"]
+
+
+def _architecture(cfg: dict, family: str) -> str:
+    common = (f"{cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, MLP {cfg['intermediate_size']}, "
+              f"{cfg['num_attention_heads']} query heads / {cfg['num_key_value_heads']} key-value heads (GQA) of "
+              f"head_dim {cfg['head_dim']}")
+    tail = f"tied embeddings, vocabulary {cfg['vocab_size']} (byte-level BPE), float32 weights."
+    if family == "qwen3":
+        return f"`model_type: qwen3`, {common}, q/k RMSNorm, RoPE theta {cfg['rope_theta']:g}, {tail}"
+    rope = cfg["rope_parameters"]
+    kinds = cfg["layer_types"]
+    full = [i for i, t in enumerate(kinds) if t == "full_attention"]
+    linear = [i for i, t in enumerate(kinds) if t == "linear_attention"]
+    return (f"`model_type: {cfg['model_type']}` (`Qwen3_5ForCausalLM`), {common}. Layer kinds "
+            f"(`layer_types`): Gated DeltaNet (`linear_attention`, module `linear_attn`) on layers "
+            f"{', '.join(map(str, linear))}; gated full attention (`full_attention`, `self_attn`: output gate, "
+            f"q/k RMSNorm, partial RoPE on {rope['partial_rotary_factor']:g} of head_dim, theta "
+            f"{rope['rope_theta']:g}) on layers {', '.join(map(str, full))}. Gated DeltaNet: "
+            f"{cfg['linear_num_key_heads']} key heads of dim {cfg['linear_key_head_dim']}, "
+            f"{cfg['linear_num_value_heads']} value heads of dim {cfg['linear_value_head_dim']}, causal conv kernel "
+            f"{cfg['linear_conv_kernel_dim']}. Zero-centred RMSNorms; {tail}")
+
+
+def _rebuild_flags(train: dict, family: str) -> str:
+    """Flags of ``launch/build_tiny_model.py`` that reproduce the run's family, shape and learning rate."""
+    flags = ""
+    if family != "qwen3":
+        kinds = train["model_shape"]["layer_types"]
+        interval = kinds.index("full_attention") + 1
+        flags += f" --family {family} --layers {len(kinds)} --full-attention-interval {interval}"
+    if train["train_config"]["lr"] != DEFAULT_PRETRAIN_LR:
+        flags += f" --lr {train['train_config']['lr']:g}"
+    return flags
+
+
 def render_card(report: dict, train: dict | None, corpus_stats: dict | None, seed: int) -> str:
     s = report["summary"]
     cfg = report["config"]
+    family = _family(cfg)
     lines = [
         "---",
         "license: apache-2.0",
         "library_name: transformers",
-        "tags: [qwen3, tiny, sparse-autoencoders, qwen_sae_jax]",
+        f"tags: [{family}, tiny, sparse-autoencoders, qwen_sae_jax]",
         "---",
         "",
-        "# tiny-qwen3: the embedded default model of qwen_sae_jax",
-        "",
-        "A Qwen3-architecture language model trained from scratch by this project (its own Flax Qwen3 and optax)",
-        "on text obtainable offline, so that demos, tests and case studies run on meaningful activations without",
-        "downloads or accelerators. It speaks a little English, Chinese and Python, follows ChatML chat structure",
-        "and refuses clearly harmful requests. It is a toy: its answers are template-like and often wrong.",
-        "",
-        "Load it with `qwen_sae_jax.load_model(\"tiny\")`, or as-is with `transformers`",
-        "(`AutoModelForCausalLM` / `AutoTokenizer` on this folder). Rebuild it with",
-        "`python launch/build_tiny_model.py` (see `docs/tiny_model.md`).",
+        *_header(family),
+        "(`AutoModelForCausalLM` / `AutoTokenizer` on this folder). It speaks a little English, Chinese and Python,",
+        "follows ChatML chat structure and refuses clearly harmful requests. It is a toy: its answers are",
+        "template-like and often wrong. Rebuild it with the command under \"Training run\" (see `docs/tiny_model.md`).",
         "",
         "## Architecture",
         "",
-        f"`model_type: qwen3`, {cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, MLP "
-        f"{cfg['intermediate_size']}, {cfg['num_attention_heads']} query heads / {cfg['num_key_value_heads']} "
-        f"key-value heads (GQA) of head_dim {cfg['head_dim']}, q/k RMSNorm, RoPE theta {cfg['rope_theta']:g}, "
-        f"tied embeddings, vocabulary {cfg['vocab_size']} (byte-level BPE), float32 weights.",
+        _architecture(cfg, family),
         "",
         "Tokenizer: byte-level BPE trained with HF `tokenizers` on an equal share of each training source, Qwen2/3",
         "pre-tokenisation regex (digits split one by one), Qwen3 special tokens `<|endoftext|>` (document separator,",
@@ -94,7 +143,8 @@ def render_card(report: dict, train: dict | None, corpus_stats: dict | None, see
             f"mix {json.dumps(tc['source_weights'])}; stop reason: {train['stop_reason']}.",
         ]
         sft = train.get("sft")
-        rebuild = f"python launch/build_tiny_model.py --seed {seed} --max-steps {train['total_steps']} --time-budget 0"
+        rebuild = (f"python launch/build_tiny_model.py --seed {seed}{_rebuild_flags(train, family)} "
+                   f"--max-steps {train['total_steps']} --time-budget 0")
         if sft:
             sc = sft["train_config"]
             loss = "reply" if sc.get("reply_only_sources") else "all"

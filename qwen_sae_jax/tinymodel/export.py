@@ -9,21 +9,21 @@ import os
 import shutil
 from pathlib import Path
 
-from qwen_sae_jax.models.qwen3 import Qwen3Config, save_hf
+from qwen_sae_jax.models.registry import save_hf
 
 MODEL_FILES = ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
                "tokenizer_config.json", "special_tokens_map.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def generation_config(config: Qwen3Config) -> dict:
+def generation_config(config) -> dict:
     """Greedy decoding, stopping at ``<|im_end|>`` or ``<|endoftext|>``."""
     return {"do_sample": False, "eos_token_id": list(config.eos_token_ids), "pad_token_id": config.pad_token_id,
             "bos_token_id": config.bos_token_id, "max_new_tokens": 64}
 
 
-def export_model(params, config: Qwen3Config, tokenizer_dir: Path, out_dir: Path, staging_dir: Path) -> None:
-    """Save to ``staging_dir`` with the project's ``save_hf`` (atomic), add tokenizer + generation config,
+def export_model(params, config, tokenizer_dir: Path, out_dir: Path, staging_dir: Path) -> None:
+    """Save to ``staging_dir`` with the project's ``save_hf`` of the config's family (atomic), add tokenizer + generation config,
     then copy the model files into ``out_dir``."""
     save_hf(params, config, staging_dir)
     for name in TOKENIZER_FILES:

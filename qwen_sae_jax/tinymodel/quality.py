@@ -73,16 +73,17 @@ def _flax_logits_fn(model_dir: Path):
     import jax
     import jax.numpy as jnp
 
-    from qwen_sae_jax.models.qwen3 import Qwen3ForCausalLM, load_hf
+    from qwen_sae_jax.models import registry
 
-    config, params = load_hf(model_dir)
-    model = Qwen3ForCausalLM(config)
+    config, params = registry.load_hf(model_dir)
+    model = registry.causal_lm(config, jnp.float32, jnp.float32)
     fn = jax.jit(lambda p, ids: model.apply({"params": p}, ids))
     return config, (lambda ids: fn(params, jnp.asarray(ids)))
 
 
 def parity(model_dir: Path, tokens: np.ndarray, flax_logits) -> float:
-    """Max abs logit difference between the Flax model and transformers' PyTorch Qwen3, float32."""
+    """Max abs logit difference between the Flax model and transformers' PyTorch model of the same family
+    (``AutoModelForCausalLM`` on the directory), float32."""
     import torch
     from transformers import AutoModelForCausalLM
 

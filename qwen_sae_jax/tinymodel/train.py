@@ -1,4 +1,5 @@
-"""Training loop of the tiny Qwen3: the project's Flax ``Qwen3ForCausalLM`` + optax AdamW, next-token loss.
+"""Training loop of the tiny models: the project's Flax causal LM of the chosen family (``Qwen3ForCausalLM``, or
+the hybrid ``Qwen3_5ForCausalLM``, through ``models.registry``) + optax AdamW, next-token loss.
 
 Batches are ``[B, T + 1]`` windows cut at seeded random offsets from one token stream per source, the
 source of each row drawn with ``TrainConfig.source_weights``. The learning rate warms up linearly over
@@ -21,7 +22,7 @@ import math
 import os
 import pickle
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import jax
@@ -30,14 +31,32 @@ import numpy as np
 import optax
 from flax import serialization, traverse_util
 
-from qwen_sae_jax.models.qwen3 import Qwen3Config, Qwen3ForCausalLM
-from qwen_sae_jax.models.qwen3.params import init_params
+from qwen_sae_jax.errors import UserError, did_you_mean
+from qwen_sae_jax.models import registry
+
+FAMILIES = tuple(f.model_types[0] for f in registry.FAMILIES)   # "qwen3", "qwen3_5": what --family accepts
+
+
+def family_name(config) -> str:
+    """The ``--family`` name of a model config (its registry family's first model_type)."""
+    return registry.family_of(config).model_types[0]
+
+
+def check_family(family: str) -> str:
+    if family not in FAMILIES:
+        raise UserError(f"unknown model family {family!r}{did_you_mean(family, FAMILIES)}; valid: {', '.join(FAMILIES)}")
+    return family
 
 
 @dataclass
 class ModelShape:
-    """Architecture of the tiny model (a Qwen3 config minus the token ids, which come from the tokenizer)."""
+    """Architecture of a tiny model: its family's config minus the token ids, which come from the tokenizer.
 
+    Fields a family's config does not have are ignored for it: ``layer_types`` and the ``linear_*`` /
+    ``partial_rotary_factor`` fields shape only Qwen3.5's hybrid model (``layer_types[i]`` is
+    ``"linear_attention"``, a Gated DeltaNet layer, or ``"full_attention"``)."""
+
+    family: str = "qwen3"
     num_hidden_layers: int = 4
     hidden_size: int = 192
     intermediate_size: int = 512
@@ -48,9 +67,39 @@ class ModelShape:
     max_position_embeddings: int = 512
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = True
+    # Qwen3.5 only
+    layer_types: tuple[str, ...] = ()
+    partial_rotary_factor: float = 0.25
+    linear_num_key_heads: int = 2
+    linear_num_value_heads: int = 4
+    linear_key_head_dim: int = 48
+    linear_value_head_dim: int = 48
+    linear_conv_kernel_dim: int = 4
 
-    def qwen3_config(self, eos_token_ids: tuple[int, ...], pad_token_id: int) -> Qwen3Config:
-        return Qwen3Config(**asdict(self), eos_token_ids=eos_token_ids, pad_token_id=pad_token_id)
+    def __post_init__(self):
+        check_family(self.family)
+        self.layer_types = tuple(self.layer_types)       # a list when read back from JSON
+
+    def config(self, eos_token_ids: tuple[int, ...], pad_token_id: int):
+        """The family's config object (``Qwen3Config`` or ``Qwen3_5Config``) of this shape."""
+        config_class = registry.family_of({"model_type": self.family}).config_class
+        names = {f.name for f in fields(config_class)}
+        kwargs = {k: v for k, v in asdict(self).items() if k in names}
+        return config_class(**kwargs, eos_token_ids=tuple(eos_token_ids), pad_token_id=pad_token_id)
+
+    @classmethod
+    def of_config(cls, config) -> "ModelShape":
+        """The shape of an existing model config (e.g. a loaded HF directory)."""
+        own = {f.name for f in fields(cls)} - {"family"}
+        return cls(family=family_name(config), **{k: getattr(config, k) for k in own if hasattr(config, k)})
+
+
+def hybrid_layer_types(num_layers: int, full_attention_interval: int) -> tuple[str, ...]:
+    """Qwen3.5's layout: layer ``i`` is full attention iff ``(i + 1) % interval == 0``, else linear attention."""
+    if full_attention_interval <= 0:
+        raise UserError(f"full_attention_interval={full_attention_interval} must be > 0")
+    return tuple("full_attention" if (i + 1) % full_attention_interval == 0 else "linear_attention"
+                 for i in range(num_layers))
 
 
 @dataclass
@@ -154,7 +203,7 @@ def make_optimizer(cfg: TrainConfig):
     )
 
 
-def make_step_fns(model: Qwen3ForCausalLM, optimizer, cfg: TrainConfig):
+def make_step_fns(model, optimizer, cfg: TrainConfig):
     """``train_step(params, opt_state, tokens, mask, step, total_steps)`` and ``eval_loss(params, tokens)``;
     ``mask`` is ``None`` (every target counts) or ``[B, T]`` target weights (the loss is their weighted mean)."""
     def loss_fn(params, tokens, mask=None):           # tokens [B, T + 1], mask [B, T] or None
@@ -185,7 +234,7 @@ def _atomic_write(path: Path, payload: bytes) -> None:
 def train(work_dir: Path, streams: dict[str, np.ndarray], heldout: dict[str, np.ndarray], shape: ModelShape,
           cfg: TrainConfig, eos_token_ids: tuple[int, ...], pad_token_id: int, log=print, stop_at_step: int = 0,
           base_params=None, chat_ids: ChatTokenIds | None = None):
-    """Train (or resume) and return ``(params, qwen3_config, summary)``; the best-by-held-out params are
+    """Train (or resume) and return ``(params, config, summary)`` (``config`` of ``shape.family``); the best-by-held-out params are
     also saved as ``WORK/best_params.msgpack``. ``stop_at_step > 0`` interrupts the run (checkpointed) after
     that step, to be resumed by a later call. ``base_params`` (a Flax tree of ``shape``) starts from trained
     weights instead of a fresh init: the instruction-tuning stage continues the pre-training run this way.
@@ -193,14 +242,14 @@ def train(work_dir: Path, streams: dict[str, np.ndarray], heldout: dict[str, np.
     if cfg.reply_only_sources and chat_ids is None:
         raise ValueError("reply_only_sources needs the chat token ids (chat_ids=ChatTokenIds(...))")
     work_dir.mkdir(parents=True, exist_ok=True)
-    config = shape.qwen3_config(eos_token_ids, pad_token_id)
-    model = Qwen3ForCausalLM(config)
+    config = shape.config(eos_token_ids, pad_token_id)
+    model = registry.causal_lm(config, jnp.float32, jnp.float32)
     optimizer = make_optimizer(cfg)
     train_step, eval_loss = make_step_fns(model, optimizer, cfg)
     width = cfg.ctx_len + 1
     eval_sets = {n: heldout_windows(s, width, cfg.eval_windows) for n, s in sorted(heldout.items())}
 
-    params = init_params(config, seed=cfg.seed) if base_params is None else base_params
+    params = registry.init_params(config, seed=cfg.seed) if base_params is None else base_params
     opt_state = optimizer.init(params)
     sampler = WindowSampler(streams, cfg.source_weights, cfg.seed)
     state = {"step": 0, "total_steps": cfg.max_steps, "best": math.inf, "history": [], "elapsed": 0.0,

@@ -27,3 +27,20 @@ def test_card_states_the_rebuild_command_with_or_without_instruction_tuning():
     assert "Instruction tuning (`sft` stage), from the pre-training run (step 10): 7 steps" in card
     assert "80.0% from 123 freshly synthesised conversations" in card and "25.0% harmful turns" in card
     assert "assistant replies only for chat rows" in card
+
+
+def test_card_of_the_hybrid_names_its_layer_kinds_and_rebuild_flags():
+    from dataclasses import asdict
+
+    from qwen_sae_jax.tinymodel.train import ModelShape, hybrid_layer_types
+    report, train = _committed()
+    shape = ModelShape(family="qwen3_5", layer_types=hybrid_layer_types(4, 2))
+    cfg = shape.config((4093, 4091), 4091).to_hf()
+    pre_only = {k: v for k, v in train.items() if k != "sft"}
+    hybrid = dict(pre_only, model_shape=asdict(shape), train_config=dict(pre_only["train_config"], lr=2e-3))
+    card = render_card(dict(report, config=cfg), hybrid, None, seed=0)
+    assert "# tiny-qwen3.5" in card and 'load_model("tiny-qwen3.5")' in card and "tags: [qwen3_5," in card
+    assert (f"--seed 0 --family qwen3_5 --layers 4 --full-attention-interval 2 --lr 0.002 --max-steps "
+            f"{pre_only['total_steps']} --time-budget 0 --sft-steps 0`") in card
+    assert "`linear_attn`) on layers 0, 2; gated full attention" in card and "theta 10000) on layers 1, 3." in card
+    assert "--family" not in render_card(report, pre_only, None, seed=0)       # tiny's command is unchanged

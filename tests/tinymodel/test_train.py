@@ -2,11 +2,27 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from qwen_sae_jax.errors import UserError
+from qwen_sae_jax.models.qwen3 import Qwen3Config
 from qwen_sae_jax.models.qwen3.params import init_params
-from qwen_sae_jax.tinymodel.train import ChatTokenIds, ModelShape, TrainConfig, WindowSampler, lr_at, reply_mask, train
+from qwen_sae_jax.models.qwen3_5.config import Qwen3_5Config
+from qwen_sae_jax.tinymodel.train import (
+    ChatTokenIds,
+    ModelShape,
+    TrainConfig,
+    WindowSampler,
+    hybrid_layer_types,
+    lr_at,
+    reply_mask,
+    train,
+)
 
 SHAPE = ModelShape(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2,
                    num_key_value_heads=1, head_dim=16, vocab_size=64, max_position_embeddings=64)
+HYBRID = ModelShape(family="qwen3_5", num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                    num_key_value_heads=1, head_dim=16, vocab_size=64, max_position_embeddings=64,
+                    layer_types=hybrid_layer_types(2, 2), partial_rotary_factor=0.5, linear_num_key_heads=1,
+                    linear_num_value_heads=2, linear_key_head_dim=8, linear_value_head_dim=8)
 
 
 def _streams():
@@ -64,7 +80,7 @@ def test_base_params_start_from_trained_weights(tmp_path):
     and they are not the fresh init the same seed would give."""
     streams = _streams()
     held = {"a": streams["a"][:400], "b": streams["b"][:400]}
-    fresh = init_params(SHAPE.qwen3_config((1,), 0), seed=1)            # what the run would start from
+    fresh = init_params(SHAPE.config((1,), 0), seed=1)            # what the run would start from
     base = {k: v + 0.5 for k, v in traverse_util.flatten_dict(fresh).items()}
     base = traverse_util.unflatten_dict(base)
     out, _, _ = train(tmp_path / "cont", streams, held, SHAPE, _cfg(max_steps=3, lr=0.0), (1,), 0,
@@ -113,3 +129,49 @@ def test_reply_only_rows_learn_only_the_reply(tmp_path):
     assert user_reply_only > 2.5 and reply_reply_only < 1.0, (user_reply_only, reply_reply_only)
     with pytest.raises(ValueError, match="chat token ids"):
         train(tmp_path / "x", streams, held, SHAPE, _cfg(reply_only_sources=("chat",)), (3,), 0)
+
+
+def test_model_shape_builds_the_config_of_its_family():
+    qwen3 = SHAPE.config((1, 2), 0)
+    assert isinstance(qwen3, Qwen3Config) and qwen3.eos_token_ids == (1, 2) and qwen3.tie_word_embeddings
+    hybrid = HYBRID.config((1,), 0)
+    assert isinstance(hybrid, Qwen3_5Config) and not hybrid.is_moe
+    assert hybrid.layer_types == ("linear_attention", "full_attention") and hybrid.rotary_dim == 8
+    assert (hybrid.linear_num_key_heads, hybrid.linear_num_value_heads, hybrid.linear_key_head_dim) == (1, 2, 8)
+    assert ModelShape.of_config(hybrid) == HYBRID and ModelShape.of_config(qwen3) == SHAPE
+    assert hybrid_layer_types(6, 3) == ("linear_attention",) * 2 + ("full_attention",) + ("linear_attention",) * 2 \
+        + ("full_attention",)
+
+
+def test_model_shape_reads_its_json_form_back():
+    """Checkpoints store ``asdict(shape)`` (tuples become lists in JSON); shapes saved before the family
+    field existed are Qwen3."""
+    import json
+    from dataclasses import asdict
+    assert ModelShape(**json.loads(json.dumps(asdict(HYBRID)))) == HYBRID
+    old = {k: v for k, v in asdict(SHAPE).items() if k in ("num_hidden_layers", "hidden_size", "intermediate_size",
+           "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings")}
+    assert ModelShape(**old).family == "qwen3"
+
+
+def test_unknown_family_and_missing_layer_kinds_are_clear_errors():
+    with pytest.raises(UserError, match="unknown model family 'qwen4'.*valid: qwen3, qwen3_5"):
+        ModelShape(family="qwen4")
+    with pytest.raises(UserError, match="layer_types has 0 entries"):
+        ModelShape(family="qwen3_5").config((1,), 0)
+    with pytest.raises(UserError, match="full_attention_interval=0"):
+        hybrid_layer_types(4, 0)
+
+
+def test_hybrid_family_trains(tmp_path):
+    """The loop is family-agnostic: the Qwen3.5 hybrid (one Gated DeltaNet + one attention layer) learns the cycle."""
+    from qwen_sae_jax.models.qwen3_5.modeling import Qwen3_5ForCausalLM
+    streams = _streams()
+    held = {"a": streams["a"][:400], "b": streams["b"][:400]}
+    params, config, summ = train(tmp_path / "hybrid", streams, held, HYBRID, _cfg(max_steps=30), (1,), 0,
+                                 log=lambda m: None)
+    assert isinstance(config, Qwen3_5Config) and summ["model_shape"]["family"] == "qwen3_5"
+    assert set(params["model"]["layers_0"]) >= {"linear_attn"} and set(params["model"]["layers_1"]) >= {"self_attn"}
+    assert summ["final_heldout"]["a"] < 2.0, summ["final_heldout"]          # uniform would be ln 64 = 4.16
+    logits = Qwen3_5ForCausalLM(config).apply({"params": params}, np.asarray([[10, 11, 12]], np.int32))
+    assert logits.shape == (1, 3, 64)
