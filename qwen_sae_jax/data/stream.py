@@ -100,7 +100,10 @@ class ActivationStream:
 
     # ------------------------------------------------------------------ host side
     def init_filter_state(self) -> FilterState:
-        return jax.device_put(init_filter_state(len(self.hooks)), NamedSharding(self.mesh, P()))
+        """A fresh filter state, replicated over the mesh (created by a compiled function: a device_put of a
+        local array onto a mesh spanning processes gives an array orbax cannot save)."""
+        make = jax.jit(init_filter_state, static_argnums=(0,), out_shardings=NamedSharding(self.mesh, P()))
+        return make(len(self.hooks))
 
     def _global_tokens(self) -> jax.Array:
         local = np.asarray(next(self.tokens), np.int32)                             # [rows of this process, T]
@@ -108,11 +111,19 @@ class ActivationStream:
         return jax.make_array_from_process_local_data(sharding, local, (self.global_batch, self.ctx_len))
 
     def _global_cache_rows(self, pool_dtype) -> jax.Array:
+        """The next M cache rows [H, M, D] as a global array over 'data': this process reads only its part."""
         start, n = self.cache.position, self.rows_per_fill
         shape = (len(self.hooks), n, self.cache.d)
         sharding = NamedSharding(self.mesh, P(None, "data", None))
-        arr = jax.make_array_from_callback(
-            shape, sharding, lambda index: self.cache.read(start, n, index[1]).astype(pool_dtype)[index[0]])
+        read: dict[tuple, np.ndarray] = {}     # devices holding the same rows ('model' replicas) read them once
+
+        def rows(index: tuple[slice, slice, slice]) -> np.ndarray:                # -> [H, rows of index, D]
+            key = index[1].indices(n)
+            if key not in read:
+                read[key] = self.cache.read(start, n, index[1]).astype(pool_dtype)
+            return read[key]
+
+        arr = jax.make_array_from_callback(shape, sharding, rows)
         self.cache.position = (start + n) % self.cache.rows
         return arr
 
