@@ -21,12 +21,18 @@ across processes) write them once, from the lowest process. A chunk is what the 
 The global row order: chunk 0 of every writer (writers in ``batch_rows`` order, as listed), then chunk 1 of
 every writer, and so on. A chunk holds a batch's kept positions in token order, so this is the order a
 single process writes the same batches in: a cache written by N processes is the cache one process writes.
-Read row ``g`` without this package::
+Every row of ``hook`` in this order, without this package (``tests/data/test_cache.py`` runs this)::
 
-    sizes = [[w["chunks"][c] if c < len(w["chunks"]) else 0 for w in m["writers"]]
-             for c in range(max(len(w["chunks"]) for w in m["writers"]))]     # [chunks, writers], row-major
-    # walk `sizes` row-major to the chunk holding g -> (writer w, row l inside w's rows), then the shard of
-    # w["shards"] holding l: np.load(f"CACHE_DIR/{w['dir']}/{hook}/shard_{s:05d}.npy")[l - first row of s]
+    m = json.load(open("CACHE_DIR/manifest.json"))
+    mine = {w["dir"]: np.concatenate([np.load(f"CACHE_DIR/{w['dir']}/{hook}/shard_{s:05d}.npy")
+                                      for s in range(len(w["shards"]))]) for w in m["writers"] if w["shards"]}
+    taken, out = {w["dir"]: 0 for w in m["writers"]}, []
+    for c in range(max(len(w["chunks"]) for w in m["writers"])):
+        for w in m["writers"]:
+            if c < len(w["chunks"]):
+                out.append(mine[w["dir"]][taken[w["dir"]]:taken[w["dir"]] + w["chunks"][c]])
+                taken[w["dir"]] += w["chunks"][c]
+    rows = np.concatenate(out)                                          # [m["rows"], D]
 
 Format 1 (one process; still read): ``manifest.json`` = {"format": 1, "hooks", "d", "dtype", "shards",
 "rows", "model"} and the shards at ``CACHE_DIR/<hook_name>/shard_00000.npy``, rows in shard order.
@@ -117,7 +123,7 @@ class CacheWriter:
     ``shard_rows`` rows are pending.
 
     ``process``: this process's index; ``batch_rows``: the [start, stop) token rows of every batch whose
-    activations it writes; ``writers``: {process: (start, stop)} of every writing process of the job (None:
+    activations it writes (recorded; (0, 0) where no other writer exists to order it against); ``writers``: {process: (start, stop)} of every writing process of the job (None:
     this one only). A process not in ``writers`` (its rows are written by another process) keeps no shards
     but still takes part in `sync` / `checkpoint_state` / `restore`. ``allgather`` (see `AllGather`) is
     given in a multi-process job; without it `sync` merges the manifests at once (one process, or a test
@@ -204,12 +210,14 @@ class CacheWriter:
         self.sync()
 
     def sync(self) -> None:
-        """Rewrite the cache's manifest from every writer's (process 0, after a barrier when there is an
-        ``allgather``)."""
+        """Rewrite the cache's manifest from every writer's (process 0; with an ``allgather``, between two
+        barriers: no process writes while it reads their manifests)."""
         if self._allgather is not None:
             self._allgather(np.zeros(1, np.int64))
         if self.process == min(self.writers):
             self._merge()
+        if self._allgather is not None:
+            self._allgather(np.zeros(1, np.int64))
 
     def _write_shard(self, n: int) -> None:
         data = np.concatenate(self._pending, axis=1)                    # [H, pending, D]

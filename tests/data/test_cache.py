@@ -15,18 +15,17 @@ LAYOUT = {0: (0, 4), 1: (4, 8)}           # two processes, each writing half of 
 
 
 def _plain_rows(directory, hook: str) -> np.ndarray:
-    """Every row of ``hook`` in the global order, read with json + numpy only (the module docstring's recipe)."""
+    """Every row of ``hook`` in the global order, read with json + numpy only: the module docstring's code."""
     m = json.loads((directory / "manifest.json").read_text())
-    parts = {w["dir"]: np.concatenate([np.load(directory / w["dir"] / hook / f"shard_{s:05d}.npy")
-                                       for s in range(len(w["shards"]))]) for w in m["writers"] if w["shards"]}
-    offset = {w["dir"]: 0 for w in m["writers"]}
-    out = []
+    mine = {w["dir"]: np.concatenate([np.load(directory / w["dir"] / hook / f"shard_{s:05d}.npy")
+                                      for s in range(len(w["shards"]))]) for w in m["writers"] if w["shards"]}
+    taken, out = {w["dir"]: 0 for w in m["writers"]}, []
     for c in range(max(len(w["chunks"]) for w in m["writers"])):
         for w in m["writers"]:
             if c < len(w["chunks"]):
-                out.append(parts[w["dir"]][offset[w["dir"]]:offset[w["dir"]] + w["chunks"][c]])
-                offset[w["dir"]] += w["chunks"][c]
-    return np.concatenate(out)
+                out.append(mine[w["dir"]][taken[w["dir"]]:taken[w["dir"]] + w["chunks"][c]])
+                taken[w["dir"]] += w["chunks"][c]
+    return np.concatenate(out)                                          # [m["rows"], D]
 
 
 def _batches(seed: int, n: int) -> list[list[np.ndarray]]:
