@@ -203,6 +203,24 @@ def test_refusals_and_format_1(tmp_path):
         CacheReader(old, HOOKS)
 
 
+def test_a_process_whose_rows_another_writes_keeps_nothing(tmp_path):
+    """'model' axis across two processes: both hold every row, process 0 writes them, process 1 only takes part
+    in the collectives (here called in order by hand)."""
+    layout = {0: (0, 8)}
+    w0, w1 = (CacheWriter(tmp_path, HOOKS, 3, np.float32, shard_rows=5, process=p, batch_rows=(0, 8), writers=layout)
+              for p in (0, 1))
+    assert (w0.active, w1.active) == (True, False)
+    rows = np.ones((2, 7, 3), np.float32)
+    for w in (w1, w0):
+        w.append(rows)
+        w.flush()
+    assert w1.checkpoint_state() == {"rows": [0], "chunks": [0]} and w0.checkpoint_state()["rows"] == [7]
+    w1.restore({"rows": [7, 0], "chunks": [1, 0]})
+    assert not (tmp_path / "process_00001").exists()
+    assert [w["process"] for w in json.loads((tmp_path / "manifest.json").read_text())["writers"]] == [0]
+    assert CacheReader(tmp_path, HOOKS).rows == 7
+
+
 def test_writers_of_a_mesh():
     """One writer per distinct block of batch rows (the lowest process holding it); on one process: itself."""
     import jax
