@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from qwen_sae_jax.cli.options import byte_size
+
 HELP = "Train SAEs on Qwen3 activations from a YAML config (+ dotted key=value overrides)."
 
 EPILOG_HEAD = """\
@@ -12,6 +14,10 @@ examples:
   qwen-sae train configs/tiny.yaml train.total_tokens=2e6 saes.0.k=64 run_dir=runs/k64
   qwen-sae train configs/tiny.yaml --resume                      # continue from the latest checkpoint
   qwen-sae train cfg.yaml --coordinator 10.0.0.2:1234 --num-processes 2 --process-id 0   # multi-host
+  qwen-sae train configs/qwen-scope-1.7b.yaml --plan --devices 32 --device-memory 16GB   # will it fit?
+
+Before loading the model, train checks the memory plan (docs/launch.md): a run whose estimate exceeds the
+devices' memory stops with one line naming its biggest part and what would fit (--ignore-memory-plan: go on).
 
 Exit codes: 0 done, 2 bad input (one-line error), 130 / 143 stopped by SIGINT / SIGTERM after saving a
 checkpoint (continue with --resume).
@@ -35,6 +41,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="multi-host: address of process 0 (same as distributed.coordinator)")
     parser.add_argument("--num-processes", type=int, help="multi-host: number of processes")
     parser.add_argument("--process-id", type=int, help="multi-host: index of this process")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the memory plan (per-device bytes of every part, what fits) and exit; reads "
+                             "no weights and allocates nothing on the devices")
+    parser.add_argument("--devices", type=int, metavar="N",
+                        help="--plan: total number of devices to plan for (default: the devices JAX sees)")
+    parser.add_argument("--device-memory", type=byte_size, metavar="SIZE",
+                        help="memory of one device, e.g. 16GB or 80GiB (default: the devices' reported limit; on "
+                             "CPU the host RAM divided over the local devices)")
+    parser.add_argument("--platform", choices=("cpu", "gpu", "tpu"),
+                        help="--plan: the devices planned for (default: this machine's). On cpu the devices share "
+                             "the host RAM, so the host parts count against it too")
+    parser.add_argument("--model-config", metavar="CONFIG_JSON",
+                        help="--plan: the model's config.json (default: found from model.name; a hub id needs "
+                             "only its config.json, from the HF cache or the hub)")
+    parser.add_argument("--ignore-memory-plan", action="store_true",
+                        help="train even when the memory plan says the run does not fit")
 
 
 def load_train_config(path: str, overrides: list[str], args: argparse.Namespace | None = None):
@@ -54,7 +76,17 @@ def run(args: argparse.Namespace) -> int:
     from qwen_sae_jax.train.loop import train
 
     cfg = load_train_config(args.config, args.overrides, args)
-    result = train(cfg, resume=args.resume)
+    if args.plan:
+        from qwen_sae_jax.train.memory import report
+        print(report(cfg, num_devices=args.devices, device_memory=args.device_memory,
+                     model_config_path=args.model_config, platform=args.platform))
+        return 0
+    if args.devices is not None or args.model_config is not None or args.platform is not None:
+        from qwen_sae_jax.errors import UserError
+        raise UserError("--devices, --platform and --model-config only apply with --plan (training uses the devices JAX sees "
+                        "and the model's own config)")
+    result = train(cfg, resume=args.resume, device_memory=args.device_memory,
+                   check_memory=not args.ignore_memory_plan)
     if result.interrupted:
         return 128 + (result.stopped_by or 2)
     if result.table:

@@ -34,13 +34,16 @@ class Family:
     save_hf: Callable
     init_params: Callable
     count_params: Callable
+    param_shardings: Callable
 
 
 FAMILIES = (
     Family(qwen3_config.MODEL_TYPES, qwen3_config.Qwen3Config, Qwen3ForCausalLM, qwen3_params.load_hf,
-           qwen3_params.save_hf, qwen3_params.init_params, qwen3_params.count_params),
+           qwen3_params.save_hf, qwen3_params.init_params, qwen3_params.count_params,
+           qwen3_params.param_shardings),
     Family(qwen3_5_config.MODEL_TYPES, qwen3_5_config.Qwen3_5Config, Qwen3_5ForCausalLM, qwen3_5_params.load_hf,
-           qwen3_5_params.save_hf, qwen3_5_params.init_params, qwen3_5_params.count_params),
+           qwen3_5_params.save_hf, qwen3_5_params.init_params, qwen3_5_params.count_params,
+           qwen3_5_params.param_shardings),
 )
 MODEL_TYPES = tuple(t for f in FAMILIES for t in f.model_types)
 
@@ -95,3 +98,9 @@ def init_params(config, seed: int = 0, **kwargs) -> dict:
 def count_params(config) -> dict[str, int]:
     """``total``, ``non_embedding`` and ``activated`` parameter counts of ``config``'s model."""
     return family_of(config).count_params(config)
+
+
+def param_shardings(config, abstract: dict, mesh, rules=None) -> dict:
+    """NamedSharding per parameter of ``config``'s model on ``mesh`` (a ``Mesh`` or an ``AbstractMesh``), as
+    ``load_hf(mesh=...)`` places them (``rules``: logical -> mesh axes, None: the default table)."""
+    return family_of(config).param_shardings(abstract, mesh, rules)

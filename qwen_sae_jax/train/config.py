@@ -139,7 +139,8 @@ class CacheConfig:
     """off; write: also save the filtered activations to `dir` while training from the model; read: train
     from the activations in `dir` instead of running the model."""
     dir: str | None = None
-    """Activation cache folder: <hook>/shard_NNNNN.npy ([rows, d_model] arrays) + manifest.json."""
+    """Activation cache folder: manifest.json + process_NNNNN/<hook>/shard_NNNNN.npy ([rows, d_model] arrays; one
+    folder per writing process, docs/training.md)."""
     shard_rows: int = 65536
     """Rows per .npy shard when writing."""
 

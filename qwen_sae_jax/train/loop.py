@@ -123,15 +123,17 @@ def _stop_signal(signum: int | None) -> int | None:
     return signum or (received[0] if received else None)
 
 
-def _model_shape(cfg: TrainConfig) -> tuple[int, int]:
-    """(num_layers, d_model) from the model's config.json, without loading weights."""
+def _model_config(cfg: TrainConfig):
+    """The model's config (its config.json), without loading weights."""
     from qwen_sae_jax.lm import resolve_model_dir
     from qwen_sae_jax.models.registry import read_config
-    config = read_config(resolve_model_dir(cfg.model.name))
-    return config.num_hidden_layers, config.hidden_size
+    return read_config(resolve_model_dir(cfg.model.name))
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResult:
+def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None, device_memory: int | None = None,
+          check_memory: bool = True) -> RunResult:
+    """Run ``cfg`` (module docstring). ``check_memory``: refuse, before loading the model, a run that the memory
+    plan (`train.memory`) says does not fit ``device_memory`` per device (default: the devices' own)."""
     distributed.initialize(cfg.distributed)
 
     import jax
@@ -163,12 +165,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
 
     # ---------------------------------------------------------------- model, plan, data
     reading_cache = cfg.cache.mode == "read"
-    num_layers, d_model = _model_shape(cfg)
-    plan = make_plan(cfg, num_layers, d_model, n_model)          # bad hooks / SAE settings fail before loading
+    model_config = _model_config(cfg)
+    plan = make_plan(cfg, model_config.num_hidden_layers, model_config.hidden_size, n_model)   # bad hooks / SAE
+    memory_line = None                                                                          # settings fail
+    if check_memory:                                                                            # before loading
+        from qwen_sae_jax.train.memory import check_fits
+        memory_line = check_fits(cfg, model_config, mesh.size, device_memory)
     lm = None
     if not reading_cache:
         from qwen_sae_jax.lm import load_model
-        lm = load_model(cfg.model.name, dtype=cfg.model.dtype, mesh=mesh)
+        lm = load_model(cfg.model.name, dtype=cfg.model.dtype, mesh=mesh, rules=cfg.mesh.rules)
     H, D = len(plan.hooks), plan.d_in
     act_dtype = jnp.dtype(cfg.model.dtype)
 
@@ -268,6 +274,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log_stream=None) -> RunResu
     else:
         logger.message(f"training {plan.num_saes} SAE(s) on {H} hook(s) of {cfg.model.name} for {total} steps "
                        f"x {Bt} activations; mesh data={n_data} model={n_model}, {nproc} process(es)")
+    if memory_line:
+        logger.message(memory_line)
 
     def meta_now() -> dict:
         return {"step": step, "cursor": cursor, "shuffles": shuffles, "tokens": tokens_seen, "config": config_dict,

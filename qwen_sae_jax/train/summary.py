@@ -21,10 +21,16 @@ COLUMNS = (("fvu", "FVU", "{:.4f}"), ("explained_variance", "expl.var", "{:.4f}"
            ("dead_fraction", "dead %", "{:.1%}"))
 
 
-def _sums(sae, pool, hook_row, start, chunk):
-    x = jax.lax.dynamic_slice_in_dim(pool[hook_row], start, chunk, axis=0).astype(jnp.float32)   # [chunk, D]
+def chunk_sums(sae, x: jax.Array, keep: jax.Array):
+    """Evaluation sums of one SAE over the rows of ``x`` [C, D] where ``keep`` [C] is true."""
+    x = x.astype(jnp.float32)
     z = sae.encode(x)
-    return activation_batch_sums(x, sae.decode(z), z, jnp.ones((chunk,), bool))
+    return activation_batch_sums(x, sae.decode(z), z, keep)
+
+
+def _sums(sae, pool, hook_row, start, chunk):
+    x = jax.lax.dynamic_slice_in_dim(pool[hook_row], start, chunk, axis=0)    # [chunk, D]
+    return chunk_sums(sae, x, jnp.ones((chunk,), bool))
 
 
 def evaluate(plan: Plan, groups: tuple, pool: jax.Array, n_rows: int, chunk: int) -> dict[str, dict]:
