@@ -139,7 +139,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False, log_stream=None) -> SFTResu
     logger = TrainLogger(run_dir, cfg.log, total, step, is_main, config_dict, stream=log_stream)
     logger.message(f"resumed {run_dir} from step {step}" if step else
                    f"fine-tuning {cfg.model.name} on {len(data)} conversations for {total} steps x {B}; "
-                   f"mesh data={mesh.shape['data']} model={mesh.shape['model']}"
+                   f"mesh data={mesh.shape['data']} model={mesh.shape['model']}, {jax.process_count()} process(es)"
                    + (f"; SASFT on {', '.join(p.hook for p in probes)}" if probes else ""))
 
     def save(at: int, state: dict, tokens: int) -> None:

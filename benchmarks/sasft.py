@@ -1,0 +1,228 @@
+"""SASFT vs plain SFT vs a random-feature control on the embedded tiny model: unexpected code-switching.
+
+    .venv/bin/python benchmarks/sasft.py [--out runs/bench-sasft] [--steps 80] [--coefficient 1.0] [--seeds 0]
+
+1. SAE: one TopK SAE (k 32, d_sae 1536) on the residual stream after layer 2 (``layers.2``), trained with
+   `qwen-sae train` machinery on the tiny model's held-out text (configs/tiny.yaml's data).
+2. Language features: `steer.contrast.rank_features` of Chinese vs English text (first halves of the held-out
+   chinese / english files), latents averaged over each text's tokens; the top ``--features`` by mean_diff are
+   Chinese features, the bottom ones English features. tau(f, l) from the same texts (`language_tau`).
+   Control: for each chosen feature, the unchosen feature with the closest mean firing rate, same language label.
+3. SFT data that induces code-switching, as multilingual SFT data does on some topics: English prompts of the
+   tiny chat generator (training split, no translation prompts); the replies to prompts of the ``--zh-topics``
+   categories (default recipe and capital questions) are Chinese lines (from the first half of chinese.jsonl),
+   and any other reply is replaced by one with probability ``--mix``. Every conversation's expected language is
+   English (the prompt's): SASFT keeps Chinese features quiet on replies to English prompts.
+4. Measure on held-out English prompts (harmless_prompts.jsonl without the translation category, which asks
+   for Chinese words): the share of greedy replies (and of replies sampled at temperature 1, seed 0) holding a
+   CJK character, and the share of reply tokens that are Chinese; held-out CE (nats/token) on the second halves
+   of english.jsonl / chinese.jsonl.
+
+Same data, steps and seed for every run: plain SFT, then SASFT and the random control at each lambda of
+``--coefficients``. Last line, for the first lambda: ``sasft: sft_cs=X sasft_cs=Y random_cs=Z ce_en_rel=A
+ce_zh_rel=B`` (greedy code-switching rates, mean over seeds; held-out CE of SASFT relative to plain SFT).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qwen_sae_jax.config import load_config
+from qwen_sae_jax.lm import TINY_DIR
+
+HELDOUT = Path(TINY_DIR) / "heldout"
+HOOK = "layers.2"
+CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
+
+
+def texts(name: str) -> tuple[list[str], list[str]]:
+    """(first half, second half) of a held-out text file."""
+    rows = [json.loads(line)["text"] for line in (HELDOUT / f"{name}.jsonl").read_text().splitlines() if line.strip()]
+    return rows[:len(rows) // 2], rows[len(rows) // 2:]
+
+
+def train_sae(out: Path) -> str:
+    from qwen_sae_jax.train.config import TrainConfig
+    from qwen_sae_jax.train.loop import train
+
+    folder = out / "sae" / "saes" / f"{HOOK}__topk-k32"
+    if not folder.exists():
+        cfg = load_config(TrainConfig, "configs/tiny.yaml", [
+            f"run_dir={out / 'sae'}", f"hooks=[{HOOK}]", "train.total_tokens=300000", "eval.tokens=2048",
+            "saes.0.optim.decay_steps=100", "log.every=100", "log.progress=lines"])
+        train(cfg)
+    return str(folder)
+
+
+def choose_features(lm, sae, zh: list[str], en: list[str], n: int, seed: int) -> tuple[list, list]:
+    """(language features, random control features of matched firing rate): [(feature, language)]."""
+    from qwen_sae_jax.steer.contrast import rank_features
+
+    c = rank_features(lm, {HOOK: sae}, zh, en, max_tokens=64)[HOOK]["mean"]
+    chosen = [(int(f), "zh") for f in c.ranking("mean_diff")[:n]] + \
+             [(int(f), "en") for f in c.ranking("mean_diff", sign=-1)[:n]]
+    rate = (c.pos.rate["mean"] + c.neg.rate["mean"]) / 2                  # [d_sae]
+    taken = {f for f, _ in chosen}
+    rng = np.random.default_rng(seed)
+    control = []
+    for f, lang in chosen:
+        free = np.asarray([g for g in range(rate.size) if g not in taken])
+        near = free[np.argsort(np.abs(rate[free] - rate[f]))[:5]]         # 5 closest rates, one at random
+        g = int(rng.choice(near))
+        taken.add(g)
+        control.append((g, lang))
+    return chosen, control
+
+
+def write_features(path: Path, lm, sae, feats: list, zh: list[str], en: list[str]) -> None:
+    from qwen_sae_jax.posttrain.features import FeatureSet, LanguageFeature, write_features
+    from qwen_sae_jax.posttrain.sasft import build_probes, language_tau
+
+    fs = FeatureSet(["en", "zh"], [LanguageFeature(HOOK, f, lang) for f, lang in feats])
+    probes = build_probes(lm, {"s": sae}, fs, [HOOK], tau={HOOK: np.zeros((len(feats), 2))})
+    tau = language_tau(lm, probes, {"en": en, "zh": zh}, ["en", "zh"], max_tokens=16384, ctx_len=64)[HOOK]
+    for row, t in zip(fs.features, tau):
+        row.tau = {"en": float(t[0]), "zh": float(t[1])}
+    write_features(path, fs)
+
+
+def sft_data(path: Path, zh_lines: list[str], n: int, mix: float, zh_topics: set[str], seed: int) -> None:
+    from qwen_sae_jax.tinymodel.chat import ChatSynthesizer
+
+    rng, synth = random.Random(seed), ChatSynthesizer()
+    rows = []
+    while len(rows) < n:
+        ex = synth.harmless_exchange(rng, "train")
+        if ex.category == "translation":
+            continue
+        reply = rng.choice(zh_lines) if ex.category in zh_topics or rng.random() < mix else ex.answer
+        rows.append({"messages": [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": reply}],
+                     "lang": "en"})
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def run(out: Path, name: str, data: Path, steps: int, seed: int, overrides: list[str]) -> Path:
+    from qwen_sae_jax.posttrain.config import SFTConfig
+    from qwen_sae_jax.posttrain.loop import run_sft
+
+    hf = out / name / "hf"
+    if not hf.exists():
+        cfg = load_config(SFTConfig, "configs/sft-tiny.yaml", [
+            f"run_dir={out / name}", f"data.files=[{data}]", "data.text_column=messages", "data.language_column=lang",
+            "data.max_len=96", f"data.seed={seed}", f"train.steps={steps}", "train.batch_size=16",
+            "optim.lr=3e-4", "optim.warmup_steps=5", "checkpoint.every=0", "log.every=20", "log.progress=lines",
+            *overrides])
+        run_sft(cfg)
+    return hf
+
+
+def held_out_ce(lm, docs: list[str], n: int = 64, ctx: int = 64) -> float:
+    """Mean next-token CE (nats/token) over the first ``ctx`` tokens of ``n`` documents."""
+    import jax
+
+    seqs = [lm.tokenizer(t, add_special_tokens=False)["input_ids"][:ctx] for t in docs[:n]]
+    seqs = [s for s in seqs if len(s) > 1]
+    ids, mask = (np.zeros((len(seqs), ctx), np.int32), np.zeros((len(seqs), ctx), np.int32))
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)], mask[i, :len(s)] = s, 1
+    logp = np.asarray(jax.nn.log_softmax(lm.logits(ids, attention_mask=mask).astype("float32"), -1))
+    nll = -np.take_along_axis(logp[:, :-1], ids[:, 1:, None], -1)[..., 0]
+    target = mask[:, 1:] * mask[:, :-1]
+    return float((nll * target).sum() / target.sum())
+
+
+def code_switching(lm, prompts: list[str], temperature: float, seed: int) -> dict:
+    from qwen_sae_jax.steer.language import chinese_token_ids
+
+    zh_ids = set(chinese_token_ids(lm.tokenizer).tolist())
+    ids, mask = lm.tokenize(prompts, padding_side="left", chat=True)
+    out, lengths = lm.generate_tokens(ids, mask, max_new_tokens=32, temperature=temperature, seed=seed)
+    replies = [lm.tokenizer.decode(row[:n].tolist(), skip_special_tokens=True) for row, n in zip(out, lengths)]
+    n_tok = int(sum(lengths))
+    zh_tok = sum(int(t in zh_ids) for row, n in zip(out, lengths) for t in row[:n].tolist())
+    return {"cs": float(np.mean([bool(CJK.search(r)) for r in replies])), "zh_token_share": zh_tok / max(n_tok, 1),
+            "examples": [r for r in replies if CJK.search(r)][:3]}
+
+
+def measure(hf: Path, prompts: list[str], en_eval: list[str], zh_eval: list[str]) -> dict:
+    from qwen_sae_jax.lm import load_model
+
+    lm = load_model(str(hf))
+    greedy, sampled = code_switching(lm, prompts, 0.0, 0), code_switching(lm, prompts, 1.0, 0)
+    return {"cs_greedy": greedy["cs"], "zh_tokens_greedy": greedy["zh_token_share"], "cs_sampled": sampled["cs"],
+            "zh_tokens_sampled": sampled["zh_token_share"], "ce_en": held_out_ce(lm, en_eval),
+            "ce_zh": held_out_ce(lm, zh_eval), "examples": greedy["examples"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/bench-sasft")
+    p.add_argument("--steps", type=int, default=80)
+    p.add_argument("--coefficients", type=float, nargs="+", default=[10.0, 3.0, 30.0],
+                   help="lambda values (the first one is reported on the last line)")
+    p.add_argument("--features", type=int, default=16, help="features per language")
+    p.add_argument("--mix", type=float, default=0.0, help="share of the other SFT replies replaced by Chinese")
+    p.add_argument("--zh-topics", default="recipe,capital", help="prompt categories answered in Chinese")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    from qwen_sae_jax.interop import load_sae
+    from qwen_sae_jax.lm import load_model
+
+    sae_dir = train_sae(out)
+    lm, sae = load_model("tiny"), load_sae(sae_dir)
+    (zh_a, zh_b), (en_a, en_b) = texts("chinese"), texts("english")
+    chosen, control = choose_features(lm, sae, zh_a, en_a, args.features, seed=0)
+    write_features(out / "features.json", lm, sae, chosen, zh_a, en_a)
+    write_features(out / "random_features.json", lm, sae, control, zh_a, en_a)
+    prompts = [json.loads(line)["prompt"] for line in (HELDOUT / "harmless_prompts.jsonl").read_text().splitlines()
+               if line.strip() and json.loads(line)["category"] != "translation"]
+    zh_lines = [ln.strip() for t in zh_a for ln in t.splitlines() if CJK.search(ln) and "--" not in ln]
+    results = {"base": measure(Path(TINY_DIR), prompts, en_b, zh_b)}
+    for seed in args.seeds:
+        data = out / f"sft-data-{seed}.jsonl"
+        sft_data(data, zh_lines, 2000, args.mix, set(args.zh_topics.split(",")), seed)
+        runs = [("sft", None, [])]
+        for lam in args.coefficients:
+            sas = [f"sasft.saes=[{sae_dir}]", f"sasft.coefficient={lam}", f"sasft.layers=[{HOOK}]"]
+            runs += [("sasft", lam, [f"sasft.features={out / 'features.json'}", *sas]),
+                     ("random", lam, [f"sasft.features={out / 'random_features.json'}", *sas])]
+        for name, lam, extra in runs:
+            key = f"{name}-s{seed}" + (f"-c{lam:g}" if lam is not None else "")
+            results[key] = measure(run(out, key, data, args.steps, seed, extra), prompts, en_b, zh_b)
+            print(key, json.dumps({k: v for k, v in results[key].items() if k != "examples"}), flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    summarize(results, args, len(prompts), time.time() - t0)
+
+
+def summarize(results: dict, args, n_prompts: int, seconds: float) -> None:
+    def mean(name: str, key: str, lam: float | None = None) -> float:
+        tail = f"-c{lam:g}" if lam is not None else ""
+        return float(np.mean([results[f"{name}-s{s}{tail}"][key] for s in args.seeds]))
+
+    print(f"{n_prompts} held-out English prompts; features {args.features}/language; {args.steps} steps; "
+          f"seeds {args.seeds}; {seconds:.0f} s")
+    print("run            cs_greedy  cs_sampled  zh_tok_greedy  zh_tok_sampled  ce_en   ce_zh")
+    rows = [("base", None)] + [("sft", None)] + [(n, lam) for lam in args.coefficients for n in ("sasft", "random")]
+    for name, lam in rows:
+        get = (lambda k: results["base"][k]) if name == "base" else (lambda k: mean(name, k, lam))  # noqa: E731
+        label = name + (f" l={lam:g}" if lam is not None else "")
+        print(f"{label:<14} {get('cs_greedy'):9.3f} {get('cs_sampled'):11.3f} {get('zh_tokens_greedy'):14.3f} "
+              f"{get('zh_tokens_sampled'):15.3f} {get('ce_en'):6.3f} {get('ce_zh'):7.3f}")
+    lam = args.coefficients[0]
+    print(f"sasft: sft_cs={mean('sft', 'cs_greedy'):.3f} sasft_cs={mean('sasft', 'cs_greedy', lam):.3f} "
+          f"random_cs={mean('random', 'cs_greedy', lam):.3f} "
+          f"ce_en_rel={mean('sasft', 'ce_en', lam) / mean('sft', 'ce_en') - 1:+.4f} "
+          f"ce_zh_rel={mean('sasft', 'ce_zh', lam) / mean('sft', 'ce_zh') - 1:+.4f}")
+
+
+if __name__ == "__main__":
+    main()
