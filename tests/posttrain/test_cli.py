@@ -77,6 +77,30 @@ def test_sigkill_then_resume_is_bitwise_exact(tiny_model, chat_file, tmp_path):
     assert any(not np.array_equal(start[k], want[k]) for k in want)
 
 
+@pytest.mark.slow
+def test_two_processes_train_what_one_does(tiny_model, chat_file, tmp_path):
+    """Two cooperating processes of one CPU device each (jax.distributed over 127.0.0.1), mesh data=2: each
+    loads its own half of every batch; the export (gathered to process 0) equals one process with 2 devices."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    train = {"steps": 4, "batch_size": 4}
+    assert main(["sft", str(write_config(tmp_path, tiny_model, chat_file, "single", train=train,
+                                         mesh={"data": 2}))]) == 0
+    config = write_config(tmp_path, tiny_model, chat_file, "multi", train=train, mesh={"data": 2})
+    env = dict(os.environ, XLA_FLAGS=with_device_count(os.environ.get("XLA_FLAGS", ""), 1), JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, "-m", "qwen_sae_jax.cli", "sft", str(config), "--coordinator",
+                               f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outs]
+    assert "mesh data=2 model=1, 2 process(es)" in outs[0][1]
+    want, got = _params(tmp_path / "single" / "hf"), _params(tmp_path / "multi" / "hf")
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
 def test_export_loads_in_transformers_and_load_model(tiny_model, chat_file, tmp_path):
     import torch
     import transformers
