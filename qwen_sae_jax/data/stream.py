@@ -53,6 +53,7 @@ class ActivationStream:
                  global_batch: int = 0, ctx_len: int = 0):
         self.hooks, self.mesh = list(hooks), mesh
         self.lm, self.tokens, self.cache, self.writer = lm, tokens, cache, writer
+        self._filtered_jit = None   # compiled on first use of `next_rows`
         self.counts = {k: 0 if k not in ("nonfinite", "outlier") else [0] * len(self.hooks) for k in COUNT_KEYS}
         if cache is not None:
             self.rows_per_fill = cache_rows
@@ -151,6 +152,18 @@ class ActivationStream:
                 local_keep = _process_part(keep, axis=0)                       # [rows of this process * T]
                 self.writer.append(_process_part(rows, axis=1)[:, local_keep])  # [H, kept, D]
         return buf, fstate
+
+    def next_rows(self, params, fstate: FilterState, dtype):
+        """One batch of activations without a buffer: ``(rows [H, M, D] in dtype, keep [M] bool, fstate)``, rows
+        over 'data' (the end-of-run evaluation streams these instead of filling a buffer of its own)."""
+        if self.cache is not None:
+            rows = self._global_cache_rows(dtype)
+            return rows, jnp.ones((rows.shape[1],), bool), fstate
+        if self._filtered_jit is None:
+            self._filtered_jit = jax.jit(self._filtered, donate_argnums=(1,))
+        rows, keep, fstate, counts = self._filtered_jit(params, fstate, self._global_tokens())
+        self._add_counts(counts)
+        return rows.astype(dtype), keep, fstate
 
     def fill_until(self, params, buf: mixing.MixingBuffer, fstate: FilterState, rows: int):
         """Fill until the buffer holds at least ``rows`` valid rows."""

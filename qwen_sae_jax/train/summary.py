@@ -1,11 +1,14 @@
 """The final per-SAE table: reconstruction and sparsity on activations the SAEs were not trained on.
 
-For each SAE, over ``eval.tokens`` filtered activations of held-out documents (``eval.holdout_every``):
+For each SAE, over the first ``eval.tokens`` filtered activations of held-out documents (``eval.holdout_every``),
+streamed one model batch at a time after the training state is released (`evaluate_stream`):
 FVU and explained variance (SAELens' definition, ``qwen_sae_jax.eval.metrics``), mean L0, and the dead
 fraction from training (latents that had not fired in the last ``dead_tokens_threshold`` training tokens);
 ``eval_dead_fraction`` is the fraction that never fired on the evaluated tokens.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,31 +31,62 @@ def chunk_sums(sae, x: jax.Array, keep: jax.Array):
     return activation_batch_sums(x, sae.decode(z), z, keep)
 
 
-def _sums(sae, pool, hook_row, start, chunk):
-    x = jax.lax.dynamic_slice_in_dim(pool[hook_row], start, chunk, axis=0)    # [chunk, D]
-    return chunk_sums(sae, x, jnp.ones((chunk,), bool))
+def _sums_at(sae, rows, hook_row, start, keep, chunk):
+    x = jax.lax.dynamic_slice_in_dim(rows[hook_row], start, chunk, axis=0)          # [chunk, D]
+    return chunk_sums(sae, x, jax.lax.dynamic_slice_in_dim(keep, start, chunk, axis=0))
 
 
-def evaluate(plan: Plan, groups: tuple, pool: jax.Array, n_rows: int, chunk: int) -> dict[str, dict]:
-    """Per SAE folder: metrics over ``pool[:, :n_rows]`` (``n_rows`` a multiple of ``chunk``)."""
-    sums = jax.jit(_sums, static_argnums=(4,))
+def _first_kept(keep: jax.Array, remaining: jax.Array) -> jax.Array:
+    """``keep`` [M] with only its first ``remaining`` true entries left true."""
+    return keep & (jnp.cumsum(keep, dtype=jnp.int32) <= remaining)
+
+
+def eval_chunk(rows_per_batch: int, batch_size: int) -> int:
+    """The rows one SAE evaluates at a time: the largest divisor of a batch's rows up to the training batch
+    (so the evaluation never holds more pre-activations than a training step)."""
+    return next(c for c in range(min(batch_size, rows_per_batch), 0, -1) if rows_per_batch % c == 0)
+
+
+def evaluate_stream(plan: Plan, saes: list, dead_fractions: list[list[float]], next_rows: Callable[[], tuple],
+                    n_rows: int, chunk: int) -> dict[str, dict]:
+    """Per SAE folder: metrics over the first ``n_rows`` kept rows of the batches ``next_rows()`` returns
+    (``(rows [H, M, D], keep [M])``), one batch at a time, each SAE on ``chunk`` rows at a time.
+
+    ``saes[g]`` is group g's (stacked) SAE, ``dead_fractions[g][j]`` its hook j's dead fraction from training.
+    Memory: one batch of rows and one SAE's chunk, never a buffer of ``n_rows``."""
+    sums_at = jax.jit(_sums_at, static_argnums=(5,))
+    first_kept = jax.jit(_first_kept)
+    stats = {(gi, j): ActivationStats(d_in=plan.d_in, d_sae=g.cfg.d_sae)
+             for gi, g in enumerate(plan.groups) for j in range(len(g.hooks))}
+    remaining = n_rows
+    while remaining > 0:
+        rows, keep = next_rows()
+        keep = first_kept(keep, jnp.asarray(remaining, jnp.int32))
+        per_chunk = np.asarray(to_host(keep)).reshape(-1, chunk).sum(axis=1)      # kept rows per chunk
+        for gi, group in enumerate(plan.groups):
+            for j, row in enumerate(group.rows):
+                sae = hook_state(saes[gi], j, len(group.hooks))
+                for c in np.flatnonzero(per_chunk):
+                    stats[gi, j].add(to_host(sums_at(sae, rows, jnp.asarray(row), jnp.asarray(c * chunk), keep,
+                                                     chunk)))
+        remaining -= int(per_chunk.sum())
     results = {}
-    for group, state in zip(plan.groups, groups):
-        n = len(group.hooks)
-        for j, (hook, row) in enumerate(zip(group.hooks, group.rows)):
-            sae = hook_state(state.sae, j, n)
-            dead = np.asarray(to_host(dead_mask(hook_state(state.tokens_since_fired, j, n), group.cfg)))
-            stats = ActivationStats(d_in=plan.d_in, d_sae=group.cfg.d_sae)
-            for start in range(0, n_rows, chunk):
-                stats.add(to_host(sums(sae, pool, jnp.asarray(row), jnp.asarray(start), chunk)))
-            s = stats.summary()
+    for gi, group in enumerate(plan.groups):
+        for j, hook in enumerate(group.hooks):
+            s = stats[gi, j].summary()
             results[group.folder(hook)] = {
                 "hook": hook, "variant": group.name, "architecture": group.cfg.architecture,
                 "d_sae": group.cfg.d_sae, "k": group.cfg.k, "fvu": s["fvu"],
                 "explained_variance": s["explained_variance"], "l0": s["l0_mean"], "mse": s["mse"],
-                "cossim": s["cossim"], "dead_fraction": float(dead.mean()),
+                "cossim": s["cossim"], "dead_fraction": dead_fractions[gi][j],
                 "eval_dead_fraction": s["dead_fraction"], "eval_tokens": s["n_tokens"]}
     return results
+
+
+def dead_fractions(plan: Plan, groups: tuple) -> list[list[float]]:
+    """Per group and hook: the fraction of latents dead at the end of training (from the training state)."""
+    return [[float(np.mean(to_host(dead_mask(hook_state(state.tokens_since_fired, j, len(g.hooks)), g.cfg))))
+             for j in range(len(g.hooks))] for g, state in zip(plan.groups, groups)]
 
 
 def format_table(results: dict[str, dict]) -> str:

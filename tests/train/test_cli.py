@@ -81,7 +81,7 @@ def test_second_ctrl_c_stops_at_once(capsys, monkeypatch):
     stop._handle(signal.SIGTERM, None)          # a repeated SIGTERM only asks again
     assert stop.signal == signal.SIGTERM
 
-    def interrupted(cfg, resume):
+    def interrupted(cfg, **options):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "train", interrupted)

@@ -116,13 +116,13 @@ def test_train_refuses_a_run_that_does_not_fit(tmp_path, capsys):
 
 def test_plan_cli_prints_every_part(capsys):
     code = main(["train", str(TINY), *SMALL, "mesh.data=1", "mesh.model=1", "--plan", "--devices", "1",
-                 "--device-memory", "2GiB"])
+                 "--device-memory", "64GiB"])
     out = capsys.readouterr().out
     assert code == 0
     for part in ("model parameters", "SAE parameters", "optimizer state", "mixing buffer", "fill temporaries",
                  "step temporaries", "training peak", "end-of-run peak", "checkpoint staging", "largest that fits"):
         assert part in out
-    assert "of 2.147 GB per device (--device-memory): fits" in out
+    assert "of 68.719 GB per device (--device-memory): fits" in out
     with pytest.raises(SystemExit) as exit_:
         main(["train", str(TINY), "--plan", "--device-memory", "lots"])
     assert exit_.value.code == 2 and "expected a size like 16GB" in capsys.readouterr().err
