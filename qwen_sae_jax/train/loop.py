@@ -471,9 +471,22 @@ def _write_saes(run: _Run, saes: list) -> None:
 
     from qwen_sae_jax.sae import save_sae
     from qwen_sae_jax.train.step import hook_state
+    if run.is_main:
+        _remove_partial_folders(run.run_dir / "saes", run.plan.sae_folders())
     for group, sae in zip(run.plan.groups, saes):
         for j, hook in enumerate(group.hooks):
             one = distributed.to_host(hook_state(sae, j, len(group.hooks)))
             if run.is_main:
                 one = jax.tree.map(np.asarray, one).replace(cfg=group.sae_config(hook))
                 save_sae(one, run.run_dir / "saes" / group.folder(hook), overwrite=True)
+
+
+def _remove_partial_folders(saes_dir: Path, folders: Sequence[str]) -> None:
+    """Delete what a killed writer left of ``folders``: the hidden ``.NAME.tmp-*`` / ``.NAME.old-*`` siblings
+    of `atomic.atomic_directory` (the SAE folders themselves are complete or absent)."""
+    import shutil
+    if not saes_dir.is_dir():
+        return
+    for name in folders:
+        for leftover in list(saes_dir.glob(f".{name}.tmp-*")) + list(saes_dir.glob(f".{name}.old-*")):
+            shutil.rmtree(leftover, ignore_errors=True)
