@@ -52,3 +52,26 @@ def atomic_directory(dst: str | os.PathLike, force: bool = False) -> Iterator[Pa
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, dst)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file path next to ``path`` (same suffix, so writers that go by the extension, such as
+    ``savefig`` or ``np.save``, keep working); on success rename it to ``path``, replacing a previous file.
+
+    On any exception the temporary file is removed and ``path`` is left as it was. Missing parent folders are
+    created."""
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -138,12 +138,15 @@ def read_texts(path: str, text_column: str = "text", text_unit: str = "line") ->
     An empty or missing file is a `UserError`."""
     from qwen_sae_jax.data.text import TextSourceConfig, open_documents
 
+    if not path.startswith("tiny:") and os.path.isdir(path):
+        raise UserError(f"text file {path!r} is a folder; give one file (.jsonl, .json, .parquet or plain text)")
     if not path.startswith("tiny:") and not os.path.isfile(path):
         raise UserError(f"text file {path!r} does not exist")
     if text_unit not in ("line", "paragraph", "document"):
         raise UserError(f"text_unit {text_unit!r} is not valid; valid: line, paragraph, document")
     try:
-        docs = open_documents(TextSourceConfig(files=[path], text_column=text_column, text_unit=text_unit))
+        docs = open_documents(TextSourceConfig(files=[path], text_column=text_column,
+                                               text_unit=text_unit))  # type: ignore[arg-type]  # checked above
     except UserError as err:
         if "holds no documents" in str(err):
             raise UserError(f"text file {path!r} is empty (no non-blank {text_unit}s)") from None

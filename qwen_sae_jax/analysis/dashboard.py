@@ -66,11 +66,15 @@ class DashboardConfig:
     """Documents are read in an order shuffled with this seed (so a token budget samples every file)."""
 
     def __post_init__(self):
-        for name in ("max_tokens", "ctx_len", "batch_size", "n_examples", "lens_k", "chunk"):
-            if int(getattr(self, name)) < (2 if name == "ctx_len" else 1):
-                raise UserError(f"dashboard {name} must be a positive integer (ctx_len >= 2), got {getattr(self, name)}")
-        if self.left < 0 or self.right < 0:
-            raise UserError(f"left and right context must be >= 0, got {self.left} and {self.right}")
+        for name, minimum in MINIMUMS.items():
+            if int(getattr(self, name)) < minimum:
+                raise UserError(f"dashboard {name} (--{name.replace('_', '-')}) must be an integer >= {minimum}, "
+                                f"got {getattr(self, name)}")
+
+
+# the smallest valid value of each integer field of DashboardConfig (seed: any)
+MINIMUMS = {"max_tokens": 1, "ctx_len": 2, "batch_size": 1, "n_examples": 1, "left": 0, "right": 0, "lens_k": 1,
+            "chunk": 1}
 
 
 def slug(name: str) -> str:

@@ -7,12 +7,15 @@ Each subcommand lives in its own module ``qwen_sae_jax/cli/<name>.py`` exposing
     def run(args) -> int | None                the work; returns an exit code
 
 Modules are imported only when their subcommand runs, so `qwen-sae --help` is fast.
-Errors derived from ``qwen_sae_jax.errors.UserError`` are printed as one line (no traceback).
+Errors derived from ``qwen_sae_jax.errors.UserError``, argparse's own errors (a wrong type, a missing or unknown
+option) and a path the system refuses (missing, a folder where a file is wanted, no permission, disk full) are
+printed as one line ``qwen-sae COMMAND: error: ...`` (no traceback, no usage block) and exit with status 2.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 # subcommand -> module under qwen_sae_jax.cli (kept in the order shown by --help)
@@ -46,8 +49,29 @@ def _available() -> dict[str, object]:
     return found
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one line naming the command and pointing at its help, instead of a usage block:
+    ``qwen-sae contrast: error: argument --top: invalid int value: 'abc' (see qwen-sae contrast --help)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# path errors of the file system that are the user's input, printed as one line like a UserError
+_PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _path_error(err: OSError) -> str | None:
+    import errno
+
+    if isinstance(err, _PATH_ERRORS) or err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG):
+        where = f": {err.filename}" if err.filename else ""
+        return f"{err.strerror or err}{where}"
+    return None
+
+
 def build_parser(load_all: bool = False, only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qwen-sae",
         description="Sparse autoencoders on Qwen3 in JAX: train, evaluate, export and steer.",
     )
@@ -61,7 +85,7 @@ def build_parser(load_all: bool = False, only: str | None = None) -> argparse.Ar
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         module.add_arguments(p)
-        p.set_defaults(_module=module)
+        p.set_defaults(_module=module, _parser=p)
     return parser
 
 
@@ -78,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(getattr(args, "overrides", None), list) and not any(a.startswith("-") for a in extra):
             args.overrides += extra
         else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "_module", None) is None:
         parser.print_help()
         return 2
@@ -86,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         code = args._module.run(args)
     except UserError as err:
         print(f"qwen-sae {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        message = _path_error(err)
+        if message is None:
+            raise
+        print(f"qwen-sae {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"qwen-sae {args.command}: interrupted", file=sys.stderr)

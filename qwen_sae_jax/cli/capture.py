@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from qwen_sae_jax.cli.options import check_output_folder
 from qwen_sae_jax.errors import UserError
 
 HELP = "capture activations at hook points (layers.N, layers.N.mlp, globs, SAELens aliases) to .npy files"
@@ -25,13 +26,18 @@ def add_arguments(parser) -> None:
 
 def _texts(args) -> list[str]:
     if args.file:
+        from qwen_sae_jax.data.text import read_utf8
+
+        if os.path.isdir(args.file):
+            raise UserError(f"--file {args.file} is a folder; give a UTF-8 text file (one text per line)")
         if not os.path.isfile(args.file):
             raise UserError(f"--file {args.file} does not exist")
-        with open(args.file, encoding="utf-8") as f:
-            texts = [line.rstrip("\n") for line in f if line.strip()]
+        texts = [line.rstrip("\r") for line in read_utf8(args.file).split("\n") if line.strip()]
         if not texts:
             raise UserError(f"--file {args.file} has no non-empty lines")
         return texts
+    if any(not t.strip() for t in args.text):
+        raise UserError("--text must not be empty")
     return list(args.text)
 
 
@@ -48,20 +54,35 @@ def _token_lists(args) -> list[list[int]]:
     return out
 
 
+def _save(path: str, array) -> None:
+    """``np.save`` through a temporary file renamed into place: a file is complete or absent."""
+    from qwen_sae_jax.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        np.save(tmp, array)
+
+
 def run(args) -> int:
     from qwen_sae_jax.lm import load_model, pad_batch
 
+    check_output_folder(args.out, "--out")
+    texts = None if args.tokens else _texts(args)       # bad input files are refused before the model loads
     lm = load_model(args.model, dtype=args.dtype)
     names = lm.resolve_hooks(args.hooks)
     if args.tokens:
-        ids, mask = pad_batch(_token_lists(args), pad_id=lm.pad_token_id, side="right")
+        lists = _token_lists(args)
+        vocab = lm.config.vocab_size
+        bad = next((t for ids in lists for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise UserError(f"--tokens: token id {bad} is out of range for model {lm.name} (valid: 0..{vocab - 1})")
+        ids, mask = pad_batch(lists, pad_id=lm.pad_token_id, side="right")
     else:
-        ids, mask = lm.tokenize(_texts(args), padding_side="right", chat=args.chat)
+        ids, mask = lm.tokenize(texts, padding_side="right", chat=args.chat)
     acts = lm.capture(ids, names, attention_mask=mask)
 
     os.makedirs(args.out, exist_ok=True)
-    np.save(os.path.join(args.out, "input_ids.npy"), ids)
-    np.save(os.path.join(args.out, "attention_mask.npy"), mask)
+    _save(os.path.join(args.out, "input_ids.npy"), ids)
+    _save(os.path.join(args.out, "attention_mask.npy"), mask)
     valid = mask.astype(bool)
     print(f"model {lm.name}: {lm.config.num_hidden_layers} layers, d_model {lm.config.hidden_size}; "
           f"batch {ids.shape[0]} x {ids.shape[1]} tokens ({int(valid.sum())} real)")
@@ -69,9 +90,7 @@ def run(args) -> int:
     for name in names:
         arr = np.asarray(acts[name], dtype=np.float32)  # [B, T, D]
         path = os.path.join(args.out, f"{name}.npy")
-        tmp = path + ".tmp.npy"
-        np.save(tmp, arr)
-        os.replace(tmp, path)
+        _save(path, arr)
         real = arr[valid]
         print(f"{name:<24} {str(tuple(arr.shape)):<18} {np.linalg.norm(real, axis=-1).mean():>12.4f} "
               f"{np.abs(real).max():>10.4f}  {path}")

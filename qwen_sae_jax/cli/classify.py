@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from qwen_sae_jax.cli.options import finite_float
+from qwen_sae_jax.cli.options import check_output_file, finite_float, int_at_least, open_fraction
 
 HELP = ("Pick the SAE features whose firing rate differs most between two text sets (top1-diff), classify by an "
         "OR rule over them, report precision / recall / F1 on a held-out split.")
@@ -21,11 +21,32 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-unit", default="line", choices=["line", "paragraph", "document"],
                         help="how plain-text files are cut into texts")
     parser.add_argument("--chat", action="store_true", help="render each text as a user turn with the chat template")
-    parser.add_argument("--max-len", type=int, default=256, help="tokens per text (longer texts are truncated)")
-    parser.add_argument("--batch-size", type=int, default=16, help="texts per forward")
+    parser.add_argument("--max-len", type=int_at_least(1), default=256,
+                        help="tokens per text (longer texts are truncated)")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=16, help="texts per forward")
     parser.add_argument("--threshold", type=finite_float, default=0.0,
                         help="a feature fires on a text when its activation exceeds this at any token")
     parser.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
+
+
+def check_inputs(args, files: list[str]) -> None:
+    """Refuse, before the model loads, text files that are missing, empty or not UTF-8 and output paths
+    that cannot be written."""
+    from qwen_sae_jax.analysis.corpus import read_texts
+
+    for path in files:
+        read_texts(path, text_column=args.text_column, text_unit=args.text_unit)
+    for option in ("json", "plot"):
+        if getattr(args, option, None):
+            check_output_file(getattr(args, option), f"--{option}")
+
+
+def write_json(path: str, payload: dict) -> None:
+    """``payload`` as indented JSON at ``path``, through a temporary file renamed into place."""
+    from qwen_sae_jax.atomic import atomic_file
+
+    with atomic_file(path) as tmp, open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2)
 
 
 def footprints_of(args, lm, sae, path: str):
@@ -44,10 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pos_file", metavar="POS_FILE", help="texts of the positive class")
     parser.add_argument("neg_file", metavar="NEG_FILE", help="texts of the negative class")
     add_common(parser)
-    parser.add_argument("--n-features", type=int, help="use exactly this many top features (default: the count "
+    parser.add_argument("--n-features", type=int_at_least(1), help="use exactly this many top features (default: the count "
                         "in 1..--max-features with the best F1 on the discovery split)")
-    parser.add_argument("--max-features", type=int, default=10, help="largest feature count tried")
-    parser.add_argument("--test-fraction", type=finite_float, default=0.3, help="share of each class held out")
+    parser.add_argument("--max-features", type=int_at_least(1), default=10, help="largest feature count tried")
+    parser.add_argument("--test-fraction", type=open_fraction, default=0.3,
+                        help="share of each class held out (strictly between 0 and 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split")
 
 
@@ -55,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from qwen_sae_jax.analysis.classifier import fit_feature_classifier
     from qwen_sae_jax.analysis.loading import load_model_and_sae
 
+    check_inputs(args, [args.pos_file, args.neg_file])
     lm, name, sae = load_model_and_sae(args.sae, args.hook, args.model, args.dtype)
     pos = footprints_of(args, lm, sae, args.pos_file)
     neg = footprints_of(args, lm, sae, args.neg_file)
@@ -72,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     for split, m in (("discovery", result.train), ("held out", result.test)):
         print(f"  {split:<10} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['f1']:>6.3f} {m['accuracy']:>9.3f}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"sae": name, "hook": sae.cfg.hook_name, "model": lm.name, "pos_file": args.pos_file,
-                       "neg_file": args.neg_file, "threshold": args.threshold, **result.to_dict()}, fh, indent=2)
+        write_json(args.json, {"sae": name, "hook": sae.cfg.hook_name, "model": lm.name, "pos_file": args.pos_file,
+                               "neg_file": args.neg_file, "threshold": args.threshold, **result.to_dict()})
         print(f"wrote {args.json}")
     return 0

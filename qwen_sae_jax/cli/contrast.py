@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from qwen_sae_jax.cli.options import check_output_file, int_at_least
+
 HELP = "rank SAE features by the difference in mean activation / firing rate between two text files"
 
 EPILOG = """\
@@ -31,9 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat", action="store_true", help="render each text as a chat user turn (+ generation prompt)")
     parser.add_argument("--position", choices=("last", "mean"), default="last", help="which reduction to rank by")
     parser.add_argument("--by", choices=("mean_diff", "rate_diff"), default="mean_diff", help="ranking score")
-    parser.add_argument("--top", type=int, default=20, help="features shown per hook")
-    parser.add_argument("--max-tokens", type=int, default=256, help="keep the first tokens of longer texts")
-    parser.add_argument("--batch-size", type=int, default=16, help="texts per forward pass")
+    parser.add_argument("--top", type=int_at_least(1), default=20, help="features shown per hook")
+    parser.add_argument("--max-tokens", type=int_at_least(1), default=256,
+                        help="keep the first tokens of longer texts")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=16, help="texts per forward pass")
     parser.add_argument("--json", metavar="OUT", help="also write the full top lists (both positions) as JSON")
 
 
@@ -47,13 +50,13 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(args) -> int:
-    from qwen_sae_jax.errors import UserError
+    from qwen_sae_jax.atomic import atomic_file
     from qwen_sae_jax.lm import load_model
     from qwen_sae_jax.steer.contrast import rank_features
     from qwen_sae_jax.steer.sources import load_hook_saes, model_name_of, read_texts
 
-    if args.top < 1 or args.batch_size < 1 or args.max_tokens < 1:
-        raise UserError("--top, --batch-size and --max-tokens must be >= 1")
+    if args.json:
+        check_output_file(args.json, "--json")
     pos, neg = read_texts(args.pos_file, args.column), read_texts(args.neg_file, args.column)
     saes = load_hook_saes(args.sae, args.hook, args.variant)
     lm = load_model(model_name_of(saes, args.model))
@@ -68,7 +71,7 @@ def run(args) -> int:
     if args.json:
         out = {hook: {p: {"mean_diff": c.top(args.top, "mean_diff"), "rate_diff": c.top(args.top, "rate_diff")}
                       for p, c in by_pos.items()} for hook, by_pos in result.items()}
-        with open(args.json, "w") as f:
+        with atomic_file(args.json) as tmp, open(tmp, "w") as f:
             json.dump({"pos_file": args.pos_file, "neg_file": args.neg_file, "n_pos": len(pos), "n_neg": len(neg),
                        "chat": args.chat, "top": out}, f, indent=1)
         print(f"\nwrote {args.json}")

@@ -8,13 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+from qwen_sae_jax.cli.options import check_output_folder, int_at_least
 from qwen_sae_jax.errors import UserError
 
 HELP = "Write a static HTML dashboard (max-activating examples, density, logit lens) of the SAEs in a run."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from qwen_sae_jax.analysis.dashboard import DashboardConfig
+    from qwen_sae_jax.analysis.dashboard import MINIMUMS, DashboardConfig
     from qwen_sae_jax.config import field_docs
 
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory (saes/ + config.yaml), or any "
@@ -37,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=docs.get(f.name))
         else:
-            parser.add_argument(flag, type=int, default=f.default, help=docs.get(f.name))
+            kind = int_at_least(MINIMUMS[f.name]) if f.name in MINIMUMS else int
+            parser.add_argument(flag, type=kind, default=f.default, help=docs.get(f.name))
 
 
 def _documents(args, run_cfg):
@@ -59,13 +61,23 @@ def _documents(args, run_cfg):
 
 
 def run(args: argparse.Namespace) -> int:
-    from qwen_sae_jax.analysis.dashboard import DashboardConfig, build_dashboard, slug
+    from qwen_sae_jax.analysis.dashboard import MARKER, DashboardConfig, build_dashboard, slug
     from qwen_sae_jax.analysis.loading import load_model_and_saes, run_config
 
     config = DashboardConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DashboardConfig)})
+    out_dir = Path(args.out)
+    check_output_folder(out_dir, "--out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
+        raise UserError(f"--out {out_dir} is a folder that holds something other than a qwen-sae dashboard; choose "
+                        "another --out (an earlier dashboard there is replaced)")
+    if not Path(args.run_dir).exists():
+        raise UserError(f"no such file or folder: {args.run_dir}")
     run_cfg = run_config(args.run_dir)
+    docs, corpus_name = _documents(args, run_cfg)       # bad corpus files are refused before the model loads
     lm, saes = load_model_and_saes(args.run_dir, args.saes, args.model, args.dtype)
-    docs, corpus_name = _documents(args, run_cfg)
+    if config.ctx_len > lm.config.max_position_embeddings:
+        raise UserError(f"--ctx-len {config.ctx_len} is longer than model {lm.name}'s max_position_embeddings "
+                        f"({lm.config.max_position_embeddings}); valid: 2..{lm.config.max_position_embeddings}")
     summary_path = Path(args.run_dir) / "summary.json"
     run_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     title = args.title or f"SAE features: {Path(args.run_dir).resolve().name}"

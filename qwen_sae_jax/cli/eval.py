@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from qwen_sae_jax.cli.options import finite_float
+from qwen_sae_jax.cli.options import check_output_folder, finite_float, int_at_least
 from qwen_sae_jax.errors import UserError
 
 HELP = "evaluate SAEs (a run directory or any SAE path/format): FVU, L0, dead latents, CE loss recovered, KL"
@@ -20,15 +20,18 @@ def add_arguments(parser) -> None:
                              "held-out texts")
     parser.add_argument("--model", help="model for the SAEs ('tiny', HF dir, hub id); default: the run's / the "
                                         "SAEs' model_name")
-    parser.add_argument("--out", help="output folder; default RUN_DIR/eval, or SAE_PATH-eval next to the SAE")
-    parser.add_argument("--tokens", type=int, default=16384, help="held-out tokens to evaluate")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward")
-    parser.add_argument("--ctx-len", type=int, help="tokens per sequence (default: the run's data.ctx_len, else 128)")
+    parser.add_argument("--out", help="output folder, written atomically (a previous evaluation there is replaced); "
+                                      "default RUN_DIR/eval, or SAE_PATH-eval next to the SAE")
+    parser.add_argument("--tokens", type=int_at_least(1), default=16384, help="held-out tokens to evaluate")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="sequences per forward")
+    parser.add_argument("--ctx-len", type=int_at_least(2),
+                        help="tokens per sequence, at most the model's max_position_embeddings (default: the run's "
+                             "data.ctx_len, else 128)")
     parser.add_argument("--hook", action="append", metavar="HOOK",
                         help="only SAEs at this hook / with this name (repeatable)")
     parser.add_argument("--format", choices=["native", "saelens", "sparsify", "qwen-scope"],
                         help="SAE format (default: auto-detected)")
-    parser.add_argument("--k", type=int, help="TopK k of Qwen-Scope files that do not state it")
+    parser.add_argument("--k", type=int_at_least(1), help="TopK k of Qwen-Scope files that do not state it")
     parser.add_argument("--include-special", action="store_true", help="also evaluate special-token positions")
     parser.add_argument("--include-first", action="store_true", help="also evaluate the first position of each sequence")
     parser.add_argument("--outlier-factor", type=finite_float,
@@ -60,6 +63,15 @@ def _select(saes: dict, hooks: list[str] | None) -> dict:
     if not chosen:
         raise UserError(f"no SAE matches --hook {' '.join(hooks)}; available: {', '.join(saes)}")
     return chosen
+
+
+def _check_out(out: Path) -> None:
+    """Refuse, before any work, an --out that is a file or a folder holding something other than an
+    earlier evaluation (the output folder is replaced as a whole)."""
+    check_output_folder(out, "--out")
+    if out.is_dir() and any(out.iterdir()) and not (out / "eval.json").is_file():
+        raise UserError(f"--out {out} is a folder that holds something other than an evaluation (no eval.json); "
+                        "choose another --out (an earlier evaluation there is replaced)")
 
 
 def _model_name(args, run_cfg, saes: dict) -> str:
@@ -100,6 +112,7 @@ def _batches(args, lm, run_cfg, ecfg):
 
 
 def run(args) -> int:
+    from qwen_sae_jax.atomic import atomic_directory
     from qwen_sae_jax.data.tokens import special_token_ids
     from qwen_sae_jax.eval.evaluate import EvalConfig, evaluate
     from qwen_sae_jax.eval.plots import plot_all
@@ -110,6 +123,9 @@ def run(args) -> int:
     src = Path(args.src)
     run_cfg = _run_config(src)
     saes = _select(load_saes(src, args.format, k=args.k), args.hook)
+    out = Path(args.out) if args.out else (src / "eval" if run_cfg is not None or (src / "saes").is_dir()
+                                          else src.with_name(src.name + "-eval"))
+    _check_out(out)
     filt = run_cfg.filter if run_cfg is not None else None
     ecfg = EvalConfig(
         n_tokens=args.tokens, batch_size=args.batch_size,
@@ -121,15 +137,18 @@ def run(args) -> int:
         joint=not args.no_joint)
     lm = load_model(_model_name(args, run_cfg, saes),
                     dtype=args.dtype or (run_cfg.model.dtype if run_cfg is not None else "float32"))
+    if ecfg.ctx_len > lm.config.max_position_embeddings:
+        raise UserError(f"ctx_len {ecfg.ctx_len} (--ctx-len) is longer than model {lm.name}'s max_position_embeddings "
+                        f"({lm.config.max_position_embeddings}); valid: 2..{lm.config.max_position_embeddings}")
     batches, source = _batches(args, lm, run_cfg, ecfg)
     print(f"evaluating {len(saes)} SAE(s) on {lm.name} with {len(batches)} x {ecfg.batch_size} x {ecfg.ctx_len} "
           f"tokens from {source}")
     results = evaluate(lm, saes, batches, ecfg, special_ids=special_token_ids(lm.tokenizer))
-    out = Path(args.out) if args.out else (src / "eval" if run_cfg is not None or (src / "saes").is_dir()
-                                          else src.with_name(src.name + "-eval"))
-    paths = write_report(results, out, title=f"SAE evaluation: {src}")
-    if not args.no_plots:
-        paths.update(plot_all(results, out))
+    with atomic_directory(out, force=True) as tmp:      # complete or absent; an earlier evaluation is replaced
+        paths = write_report(results, tmp, title=f"SAE evaluation: {src}")
+        if not args.no_plots:
+            paths.update(plot_all(results, tmp))
+    paths = {key: out / path.name for key, path in paths.items()}
     print(render_markdown(results, title=f"SAE evaluation: {src}"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qwen_sae_jax.cli.options import check_output_folder, int_at_least
 from qwen_sae_jax.errors import UserError
 
 HELP = "export SAEs (a run directory or any SAE path) to SAELens, sparsify or Qwen-Scope files, with a model card"
@@ -23,7 +24,7 @@ def add_arguments(parser) -> None:
                              "default: SRC/eval/feature_density.safetensors if present")
     parser.add_argument("--src-format", choices=["native", "saelens", "sparsify", "qwen-scope"],
                         help="format of SRC (default: auto-detected)")
-    parser.add_argument("--k", type=int, help="TopK k of Qwen-Scope SRC files that do not state it")
+    parser.add_argument("--k", type=int_at_least(1), help="TopK k of Qwen-Scope SRC files that do not state it")
 
 
 def _eval_table(path: Path | None, names: list[str]) -> str | None:
@@ -53,13 +54,20 @@ def _densities(path: Path | None) -> dict:
         return {}
     from qwen_sae_jax.interop.tensors import read_safetensors
 
+    if not path.is_file():
+        raise UserError(f"--density {path}: no such file (feature_density.safetensors from `qwen-sae eval`)")
     return read_safetensors(path)[0]
 
 
 def run(args) -> int:
+    from qwen_sae_jax.atomic import check_destination
     from qwen_sae_jax.interop import export_saes, load_saes
     from qwen_sae_jax.interop.load import matches_hook
 
+    check_output_folder(args.dst, "DST")
+    if Path(args.src).exists() and Path(args.dst).resolve() in (Path(args.src).resolve(), *Path(args.src).resolve().parents):
+        raise UserError(f"DST {args.dst} is SRC or a folder holding it; replacing it would delete SRC: choose another DST")
+    check_destination(args.dst, args.force)          # before any SAE is read
     src = Path(args.src)
     saes = load_saes(src, args.src_format, k=args.k)
     if args.hook:

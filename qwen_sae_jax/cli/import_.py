@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qwen_sae_jax.cli.options import finite_float
+from qwen_sae_jax.cli.options import check_output_folder, finite_float, int_at_least
+from qwen_sae_jax.errors import UserError
 
 HELP = "import SAELens, sparsify or Qwen-Scope SAEs as native JAX SAE folders (.pt read with weights_only)"
 
@@ -21,10 +22,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", choices=["native", "saelens", "sparsify", "qwen-scope"],
                         help="format of SRC (default: auto-detected)")
     parser.add_argument("--hook", help="import only this member (folder name or hook name)")
-    parser.add_argument("--layer", type=int, help="import only layer{N}.sae.pt of a Qwen-Scope folder or repo "
+    parser.add_argument("--layer", type=int_at_least(0), help="import only layer{N}.sae.pt of a Qwen-Scope folder or repo "
                                                   "(from a repo only that file and the README are downloaded)")
     parser.add_argument("--revision", help="branch, tag or commit of a hub repo id SRC (none: main)")
-    parser.add_argument("--k", type=int, help="TopK k of Qwen-Scope files that do not state it")
+    parser.add_argument("--k", type=int_at_least(1), help="TopK k of Qwen-Scope files that do not state it")
     parser.add_argument("--norm-scaling-factor", type=finite_float,
                         help="dataset scaling factor of SAELens SAEs with normalize_activations="
                              "expected_average_only_in (folded into the weights)")
@@ -33,10 +34,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from qwen_sae_jax.atomic import atomic_directory
+    from qwen_sae_jax.atomic import atomic_directory, check_destination
     from qwen_sae_jax.interop import load_sae, load_saes
     from qwen_sae_jax.sae import save_sae
 
+    check_output_folder(args.dst, "DST")
+    if Path(args.src).exists() and Path(args.dst).resolve() in (Path(args.src).resolve(), *Path(args.src).resolve().parents):
+        raise UserError(f"DST {args.dst} is SRC or a folder holding it; replacing it would delete SRC: choose another DST")
+    check_destination(args.dst, args.force)          # before anything is read or downloaded
     kw = dict(k=args.k, norm_scaling_factor=args.norm_scaling_factor)
     if args.hook is not None or args.layer is not None:
         sae = load_sae(args.src, args.format, hook=args.hook, layer=args.layer, revision=args.revision, **kw)

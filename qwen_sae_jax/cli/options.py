@@ -35,3 +35,64 @@ def byte_size(text: str) -> int:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
     return int(value)
+
+
+def int_at_least(minimum: int):
+    """argparse ``type=`` factory for an integer option with a lower bound: ``type=int_at_least(1)`` refuses
+    ``abc``, ``1.5`` and ``0`` in one line that says what is valid."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def open_fraction(text: str) -> float:
+    """argparse ``type=`` for a share strictly between 0 and 1 (e.g. a held-out fraction)."""
+    value = finite_float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text!r}")
+    return value
+
+
+def float32_float(text: str) -> float:
+    """argparse ``type=`` for a finite float that is applied to float32 activations: beyond float32's range
+    (about 3.4e38) it would become inf inside the model, so it is refused like ``inf``."""
+    value = finite_float(text)
+    if abs(value) > 3.4e38:
+        raise argparse.ArgumentTypeError(f"expected a finite number within float32's range (|x| <= 3.4e38), "
+                                         f"got {text!r}")
+    return value
+
+
+def check_output_file(path, option: str) -> None:
+    """Refuse, before any work, an output file path that cannot be written: an existing folder, or a parent
+    that is an existing file. A missing parent folder is fine (it is created when the file is written)."""
+    from pathlib import Path
+
+    from qwen_sae_jax.errors import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder; give a file path")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{option} {path}: {parent} is a file, not a folder")
+
+
+def check_output_folder(path, option: str) -> None:
+    """Refuse, before any work, an output folder path that is an existing file (or lies under one)."""
+    from pathlib import Path
+
+    from qwen_sae_jax.errors import UserError
+
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{option} {path}: {blocker} is a file, not a folder")

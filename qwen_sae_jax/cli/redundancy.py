@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from qwen_sae_jax.cli.options import int_at_least
 
 HELP = ("Benchmark redundancy from SAE features: footprint |F(D)|, coverage curve c_n and R(D) = AUC * N / |F(D)| "
         "per text set, and footprint overlaps between sets.")
@@ -14,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="text sets (one file each)")
     add_common(parser)
     parser.add_argument("--plot", metavar="PNG", help="write the coverage curves (c_n against n/N) to this PNG")
-    parser.add_argument("--n-texts", type=int, help="use this many texts of each set (a seeded random sample): R "
+    parser.add_argument("--n-texts", type=int_at_least(1), help="use this many texts of each set (a seeded random sample): R "
                         "grows with N, so compare sets at equal N")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --n-texts sample")
 
@@ -36,15 +37,19 @@ def _plot(curves: dict, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from qwen_sae_jax.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> int:
     from qwen_sae_jax.analysis.loading import load_model_and_sae
     from qwen_sae_jax.analysis.redundancy import footprint_overlap, redundancy
-    from qwen_sae_jax.cli.classify import footprints_of
+    from qwen_sae_jax.cli.classify import check_inputs, footprints_of, write_json
 
+    check_inputs(args, args.files)
     lm, name, sae = load_model_and_sae(args.sae, args.hook, args.model, args.dtype)
     fired = {path: footprints_of(args, lm, sae, path).fired for path in args.files}
     if args.n_texts is not None:
@@ -53,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
         from qwen_sae_jax.errors import UserError
 
         small = {p: f.shape[0] for p, f in fired.items() if f.shape[0] < args.n_texts}
-        if args.n_texts < 1 or small:
-            raise UserError(f"--n-texts {args.n_texts} must be >= 1 and at most the size of every set "
+        if small:
+            raise UserError(f"--n-texts {args.n_texts} must be at most the size of every set "
                             f"(smaller: {', '.join(f'{p} has {n}' for p, n in small.items())})")
         rng = np.random.default_rng(args.seed)
         fired = {p: f[np.sort(rng.choice(f.shape[0], args.n_texts, replace=False))] for p, f in fired.items()}
@@ -76,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
         _plot(results, args.plot)
         print(f"wrote {args.plot}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"sae": name, "hook": sae.cfg.hook_name, "model": lm.name, "threshold": args.threshold,
-                       "sets": {p: r.to_dict() for p, r in results.items()}, "overlap": overlaps}, fh, indent=2)
+        write_json(args.json, {"sae": name, "hook": sae.cfg.hook_name, "model": lm.name, "threshold": args.threshold,
+                               "sets": {p: r.to_dict() for p, r in results.items()}, "overlap": overlaps})
         print(f"wrote {args.json}")
     return 0

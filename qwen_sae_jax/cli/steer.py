@@ -5,7 +5,7 @@ import argparse
 import itertools
 import textwrap
 
-from qwen_sae_jax.cli.options import finite_float
+from qwen_sae_jax.cli.options import finite_float, float32_float, int_at_least
 from qwen_sae_jax.errors import UserError
 
 HELP = "steer generation with SAE features (add direction / clamp / scale / ablate); prints unsteered vs steered"
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", help="SAE variant when a run directory has several per hook (saes/<hook>__<variant>)")
     parser.add_argument("--feature", action="append", required=True, metavar="[HOOK:]INDEX",
                         help="feature index (repeatable); prefix HOOK: when several SAEs are loaded")
-    parser.add_argument("--alpha", type=finite_float, help="steering strength (see below); required except for ablate")
+    parser.add_argument("--alpha", type=float32_float, help="steering strength (see below); required except for ablate")
     parser.add_argument("--mode", choices=MODES, default="add", help="how the features are applied")
     parser.add_argument("--where", choices=("all", "prompt", "generated"), default="all",
                         help="positions steered: every one, the prompt only, or generated tokens only")
@@ -44,10 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable)")
     parser.add_argument("--model", help="'tiny', a local HF directory or a hub id (default: the SAEs' model_name)")
     parser.add_argument("--no-chat", action="store_true", help="continue the raw prompt instead of a chat user turn")
-    parser.add_argument("--max-new-tokens", type=int, default=48, help="tokens to generate")
+    parser.add_argument("--max-new-tokens", type=int_at_least(1), default=48, help="tokens to generate")
     parser.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (same for both columns)")
-    parser.add_argument("--width", type=int, default=100, help="total width of the side-by-side output")
+    parser.add_argument("--width", type=int_at_least(43), default=100,
+                        help="total width of the side-by-side output (two columns of at least 20 characters)")
 
 
 def parse_feature(spec: str, saes: dict) -> tuple[str, int]:
@@ -112,15 +113,16 @@ def side_by_side(left: str, right: str, width: int, titles: tuple[str, str]) -> 
 
 def run(args) -> int:
     from qwen_sae_jax.lm import load_model
-    from qwen_sae_jax.steer.interventions import interventions
+    from qwen_sae_jax.steer.interventions import interventions, validate
     from qwen_sae_jax.steer.sources import load_hook_saes, model_name_of
 
+    if any(not p.strip() for p in args.prompt):
+        raise UserError("--prompt must not be empty")
     saes = load_hook_saes(args.sae, args.hook, args.variant)
     features = [parse_feature(spec, saes) for spec in args.feature]
     steering = build_steering(saes, features, args.mode, args.alpha, args.where, args.raw_direction)
     lm = load_model(model_name_of(saes, args.model))
-    if any(not p.strip() for p in args.prompt):
-        raise UserError("--prompt must not be empty")
+    steering = validate(lm, steering)      # every hook exists in this model and has the SAEs' width
     kwargs = dict(max_new_tokens=args.max_new_tokens, chat=not args.no_chat, temperature=args.temperature,
                   seed=args.seed)
     clean = lm.generate(args.prompt, **kwargs)

@@ -57,8 +57,9 @@ class EvalConfig:
 
     def __post_init__(self):
         for name in ("n_tokens", "batch_size", "ctx_len"):
-            if int(getattr(self, name)) < (2 if name == "ctx_len" else 1):
-                raise UserError(f"eval {name} must be a positive integer (ctx_len >= 2), got {getattr(self, name)}")
+            minimum = 2 if name == "ctx_len" else 1
+            if int(getattr(self, name)) < minimum:
+                raise UserError(f"eval {name} must be an integer >= {minimum}, got {getattr(self, name)}")
         if self.norm_outlier_factor is not None and not self.norm_outlier_factor > 0:
             raise UserError(f"norm_outlier_factor must be > 0 or None, got {self.norm_outlier_factor}")
         if not 0 < self.dense_threshold <= 1:

@@ -77,6 +77,9 @@ def find_saes(path: str | os.PathLike, format: str | None = None) -> dict[str, t
         raise UserError(f"no such file or folder: {path}")
     found: dict[str, tuple[Path, str]] = {}
     single = detect_format(path)
+    if single is None and not path.is_dir():
+        raise UserError(f"{path} is a file but not an SAE: expected a native / SAELens / sparsify SAE folder, a "
+                        "layer{N}.sae.pt file, or a folder of them (e.g. a run directory with saes/)")
     if single is not None:
         name = f"layers.{qwen_scope.layer_of(path)}" if single == "qwen-scope" else path.name
         found[name] = (path, single)

@@ -18,9 +18,18 @@ import numpy as np
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from qwen_sae_jax.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _save_figure(fig, path: Path) -> None:
+    """``fig`` as a PNG at ``path``, through a temporary file renamed into place (complete or absent)."""
+    from qwen_sae_jax.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110)
 
 
 def _pyplot():
@@ -66,7 +75,7 @@ def _curve_plot(results: dict, key: str, ylabel: str, path: Path, baseline: floa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -87,7 +96,7 @@ def _reverse_plot(results: dict, path: Path) -> None:
         ax.set_xlabel("refusal rate (held-out harmful)")
         ax.set_title(hook)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_figure(fig, path)
     plt.close(fig)
 
 

@@ -95,6 +95,8 @@ def read_texts(path: str, column: str = "text") -> list[str]:
     from qwen_sae_jax.lm import TINY_DIR
 
     file = os.path.join(TINY_DIR, path[len("tiny:"):]) if path.startswith("tiny:") else path
+    if os.path.isdir(file):
+        raise UserError(f"text file {path!r} is a folder; give one file (.jsonl or plain text, one text per line)")
     if not os.path.isfile(file):
         raise UserError(f"text file {path!r} does not exist")
     texts = []
