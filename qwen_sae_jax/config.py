@@ -379,10 +379,18 @@ def load_config(cls: type[T], source: str | Path | Mapping | None = None, overri
         data = source
     else:
         path = Path(source)
+        if path.is_dir():
+            raise UserError(f"config file {str(path)!r} is a folder; give a YAML file")
         if not path.is_file():
             raise UserError(f"config file {str(path)!r} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise UserError(f"config file {str(path)!r} is not UTF-8 text (byte offset {err.start})") from None
         except yaml.YAMLError as err:
-            raise UserError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+            # one line: the problem and where it is, not PyYAML's multi-line excerpt with a caret
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or " ".join(str(err).split())
+            raise UserError(f"config file {str(path)!r} is not valid YAML{where}: {problem}") from None
     return apply_overrides(from_dict(cls, data), overrides)

@@ -47,6 +47,7 @@ def ws(tmp_path_factory):
     (root / "blank.txt").write_text("\n  \n\n")
     (root / "latin1.txt").write_bytes(b"caf\xe9 au lait\n")
     (root / "afile").write_text("not an SAE\n")
+    (root / "broken.yaml").write_text("saes: [a, b\n")
     (root / "full").mkdir()
     (root / "full" / "keep.txt").write_text("keep")
     return root
@@ -140,6 +141,9 @@ def test_argument_errors_are_one_line(argv, message, ws, capsys):
     ("capture --hooks layers.1 --text hi --out {ws}/afile", "--out {ws}/afile: {ws}/afile is a file"),
     ("refusal /nonexistent.yaml", "config file '/nonexistent.yaml' does not exist"),
     ("refusal {ws}/run", "is a folder"),
+    ("refusal {ws}/broken.yaml", "is not valid YAML at line 2, column 1: expected ',' or ']'"),
+    ("refusal {ws}/latin1.txt", "is not UTF-8 text (byte offset 3)"),
+    ("refusal {ws}/pos.txt", "expected a mapping of keys for RefusalConfig"),
     ("demo --config /nonexistent.yaml", "demo config /nonexistent.yaml not found"),
 ])
 def test_bad_paths_are_one_line(argv, message, ws, capsys):
