@@ -1,6 +1,7 @@
 """One full TopK SAE training step (forward, backward, Adam update) against one encoder matmul.
 
     .venv/bin/python benchmarks/sae_step.py            # d_in=1024, d_sae=16384, k=64, batch 4096, float32
+    .venv/bin/python benchmarks/sae_step.py --batch 1024 --dead none --skip-dense   # AuxK's cost, nothing dead
 
 Times, in one process and interleaved so that machine load hits all of them alike:
   * matmul      one encoder matmul [B, d_in] @ [d_in, d_sae] (the unit of every ratio),
@@ -8,6 +9,8 @@ Times, in one process and interleaved so that machine load hits all of them alik
                 decoder-gradient projection, Adam, renormalisation: what the trainer runs,
   * dense step  the naive path for comparison: dense latents z [B, d_sae] scattered from lax.top_k,
                 z @ W_dec, plain autodiff (two more full-size matmuls in the backward), same Adam.
+With ``--dead none|some`` the sparse step passes a dead mask (AuxK on; no latent dead, or 1/8 of them) and the
+step without AuxK (dead_mask=None) is timed beside it: the ratio is what AuxK costs.
 Reports the minimum of the repeats, tokens/s of the sparse step, peak RSS after the sparse phase (before
 the dense path runs), and the recall of `lax.approx_max_k` (implementation="approx") on this step's
 pre-activations: as it runs here (CPU falls back to an exact top-k) and emulated with the TPU algorithm
@@ -85,9 +88,9 @@ def op_sources(compiled_text: str) -> dict[str, str]:
 
 
 def make_sparse_step(opt, implementation):
-    def step(sae, opt_state, x):
+    def step(sae, opt_state, x, dead=None):
         (loss, terms), grads = jax.value_and_grad(
-            lambda s: sae_loss(s, x, implementation=implementation), has_aux=True)(sae)
+            lambda s: sae_loss(s, x, dead_mask=dead, implementation=implementation), has_aux=True)(sae)
         grads = before_update(sae, grads)
         updates, opt_state = opt.update(grads, opt_state, sae)
         return after_update(optax.apply_updates(sae, updates), terms), opt_state, loss
@@ -149,6 +152,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (the minimum is reported)")
     parser.add_argument("--implementation", default="auto", help="auto | pallas | xla | approx")
     parser.add_argument("--skip-dense", action="store_true", help="do not time the dense path")
+    parser.add_argument("--dead", choices=("off", "none", "some"), default="off",
+                        help="AuxK in the sparse step: off (dead_mask=None, no AuxK), none (a dead mask with no "
+                             "dead latent), some (1/8 of the latents dead); none/some also time the off step in "
+                             "the same process and print the ratio")
     parser.add_argument("--profile", action="store_true",
                         help="also print the XLA operations that take the most time in the sparse step")
     args = parser.parse_args()
@@ -169,25 +176,43 @@ def main() -> None:
         return fresh_sae, opt.init(fresh_sae)
 
     sparse_step = make_sparse_step(opt, args.implementation)
+    dead = None
+    if args.dead != "off":
+        dead = jnp.zeros((args.d_sae,), bool) if args.dead == "none" else jnp.arange(args.d_sae) % 8 == 0
     s_sae, s_state = fresh()
+    o_sae, o_state = fresh()
 
     def run_sparse():
         nonlocal s_sae, s_state
-        s_sae, s_state, loss = sparse_step(s_sae, s_state, x)
+        s_sae, s_state, loss = sparse_step(s_sae, s_state, x, dead)
         return loss
 
-    best = interleaved_min({"matmul": (matmul, (x, sae.W_enc)), "sparse": (run_sparse, ())}, args.repeats)
+    def run_off():  # the same step without AuxK (dead_mask=None), timed beside it when --dead is none/some
+        nonlocal o_sae, o_state
+        o_sae, o_state, loss = sparse_step(o_sae, o_state, x)
+        return loss
+
+    timed = {"matmul": (matmul, (x, sae.W_enc)), "sparse": (run_sparse, ())}
+    if dead is not None:
+        timed["off"] = (run_off, ())
+    best = interleaved_min(timed, args.repeats)
     step_ratio = best["sparse"] / best["matmul"]
     sparse_peak = peak_rss_mb()
     tokens_per_s = args.batch / best["sparse"]
     print(f"encoder matmul       {best['matmul'] * 1e3:9.1f} ms")
     print(f"sparse step          {best['sparse'] * 1e3:9.1f} ms  = {step_ratio:.2f} x matmul  "
           f"({tokens_per_s:,.0f} tokens/s, peak RSS {sparse_peak:,.0f} MB)")
+    auxk_ratio = float("nan")
+    if dead is not None:
+        auxk_ratio = best["sparse"] / best["off"]
+        print(f"  without AuxK        {best['off'] * 1e3:9.1f} ms: the step with AuxK (dead={args.dead}, "
+              f"{int(jnp.sum(dead))} dead) = {auxk_ratio:.3f} x the step without "
+              f"(+{(best['sparse'] - best['off']) * 1e3:.1f} ms)")
 
     if args.profile:
         print(f"where the sparse step's time goes (jax.profiler, per step; unit = the {best['matmul'] * 1e3:.0f} ms "
               "matmul):")
-        sources = op_sources(sparse_step.lower(s_sae, s_state, x).compile().as_text())
+        sources = op_sources(sparse_step.lower(s_sae, s_state, x, dead).compile().as_text())
         for name, sec, launches in profile_ops(run_sparse)[:14]:
             print(f"  {sec * 1e3:8.1f} ms  {sec / best['matmul']:5.2f}  x{launches:<4d} {name:28s} "
                   f"{sources.get(name, '')[-70:]}")
@@ -215,7 +240,7 @@ def main() -> None:
     print(f"approx_max_k recall (target {APPROX_RECALL_TARGET}): {recall_here:.4f} as run on "
           f"{jax.devices()[0].platform}; {recall_tpu:.4f} with the TPU algorithm emulated ({bins} bins)")
     print(f"sae_step: tokens_per_s={tokens_per_s:.0f} step_over_matmul={step_ratio:.3f} "
-          f"dense_step_over_matmul={dense_ratio:.3f} peak_rss_mb={sparse_peak:.0f}")
+          f"dense_step_over_matmul={dense_ratio:.3f} peak_rss_mb={sparse_peak:.0f} auxk_over_off={auxk_ratio:.3f}")
 
 
 if __name__ == "__main__":

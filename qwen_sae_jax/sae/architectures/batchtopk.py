@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from qwen_sae_jax.sae.architectures.auxk import auxk_term
+from qwen_sae_jax.sae.architectures.auxk import MainContext, with_auxk
 from qwen_sae_jax.sae.architectures.common import decode_dense, encoder_input, fired_and_l0, pre_activations
 from qwen_sae_jax.sae.loss_terms import LossTerms, min_nonzero, reconstruction_terms
 from qwen_sae_jax.sae.registry import Architecture, register
@@ -41,7 +41,13 @@ def batch_topk_mask(relu_pre: jax.Array, k: int) -> jax.Array:
 
 def loss(sae: "SAE", x_in, valid, dead_mask, implementation: str = "auto") -> tuple[jax.Array, LossTerms]:
     """mse + AuxK of the reconstruction from the batch's top ``k * B`` ReLU'd pre-activations."""
-    x_in = x_in.astype(sae.W_enc.dtype)
+    return with_auxk(main_loss, sae, x_in.astype(sae.W_enc.dtype), valid, dead_mask, implementation)
+
+
+def main_loss(sae: "SAE", x_in, valid, implementation: str) -> tuple[tuple[jax.Array, LossTerms], MainContext]:
+    """((mse, terms with aux = 0), what AuxK reuses: (x_enc, x_hat, pre without bias))."""
+    del implementation  # the batch selection is dense
+    assert sae.cfg.k is not None  # SAEConfig requires k for batchtopk
     x_enc = encoder_input(sae, x_in)  # [B, d_in]
     pre_no_bias = encoder_matmul(x_enc, sae.W_enc)  # [B, d_sae], reused by AuxK
     pre = pre_no_bias + sae.b_enc  # [B, d_sae]
@@ -49,12 +55,11 @@ def loss(sae: "SAE", x_in, valid, dead_mask, implementation: str = "auto") -> tu
     z = relu_pre * batch_topk_mask(relu_pre, sae.cfg.k)  # [B, d_sae]
     x_hat = decode_dense(sae, z)
     mse, fvu = reconstruction_terms(x_in, x_hat, valid)
-    aux = auxk_term(sae, x_in, x_enc, x_hat, valid, dead_mask, pre_no_bias, implementation)
     fired, l0 = fired_and_l0(z, valid)
     zero = jnp.zeros((), jnp.float32)
-    terms = LossTerms(mse=mse, fvu=fvu, aux=aux, sparsity=zero, l0=l0, fired=fired,
+    terms = LossTerms(mse=mse, fvu=fvu, aux=zero, sparsity=zero, l0=l0, fired=fired,
                       min_active=min_nonzero(lax.stop_gradient(z)), n_nonfinite=jnp.zeros((), jnp.int32))
-    return mse + aux, terms
+    return (mse, terms), (x_enc, x_hat, pre_no_bias)
 
 
 register(Architecture("batchtopk", encode=encode, loss=loss))
