@@ -161,6 +161,7 @@ def test_bad_paths_are_one_line(argv, message, ws, capsys):
     ("import {ws}/sae {ws}/full", "already exists; pass --force"),
     ("export {ws}/run {ws} --format sparsify --force", "is SRC or a folder holding it"),
     ("import {ws}/sae {ws}/sae --force", "is SRC or a folder holding it"),
+    ("capture --hooks layers.1 --text hi --out {ws}/full", "holds something other than a capture"),
 ])
 def test_outputs_that_must_not_be_replaced(argv, message, ws, capsys):
     argv = shlex.split(argv)
@@ -194,24 +195,35 @@ def test_model_checks_are_one_line(argv, message, ws, capsys):
     assert not (ws / "acts").exists() and not (ws / "d").exists()
 
 
-def _interrupt(*args, **kwargs):
-    raise KeyboardInterrupt
-
-
-@pytest.mark.parametrize("argv, target", [
-    ("export {ws}/run {ws}/out --format saelens", "qwen_sae_jax.interop.export.render_model_card"),
-    ("import {ws}/run {ws}/out", "qwen_sae_jax.sae.save_sae"),
+@pytest.mark.parametrize("argv, target, calls_before", [
+    ("export {ws}/run {ws}/out --format saelens", "qwen_sae_jax.interop.export.render_model_card", 0),
+    ("import {ws}/run {ws}/out", "qwen_sae_jax.sae.save_sae", 1),
     ("eval {ws}/sae --out {ws}/out --tokens 32 --ctx-len 16 --batch-size 2 --no-joint",
-     "qwen_sae_jax.eval.plots.plot_all"),
+     "qwen_sae_jax.eval.plots.plot_all", 0),
+    ("capture --hooks layers.1 layers.2 --text hi --out {ws}/out", "numpy.save", 3),
 ])
-def test_interrupted_write_leaves_nothing(argv, target, ws, capsys, monkeypatch):
-    """Ctrl-C while the output is being written: exit 130, one line, and neither the output nor a temporary
-    folder is left (the output is written beside its destination and renamed into place when complete)."""
-    monkeypatch.setattr(target, _interrupt)
+def test_interrupted_write_leaves_nothing(argv, target, calls_before, ws, capsys, monkeypatch):
+    """Ctrl-C while the output is being written (after ``calls_before`` calls of ``target`` went through, so
+    part of it is on disk): exit 130, one line, and neither the output nor a temporary folder is left (the
+    output is written beside its destination and renamed into place when complete)."""
+    import importlib
+
+    module, name = target.rsplit(".", 1)
+    real = getattr(importlib.import_module(module), name)
+    calls = []
+
+    def interrupt(*args, **kwargs):
+        calls.append(name)
+        if len(calls) > calls_before:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, interrupt)
     argv = argv.replace("{ws}", str(ws)).split()
     before = sorted(os.listdir(ws))
     assert main(argv) == 130
     assert capsys.readouterr().err.strip() == f"qwen-sae {argv[0]}: interrupted"
+    assert len(calls) == calls_before + 1
     assert sorted(os.listdir(ws)) == before
 
 

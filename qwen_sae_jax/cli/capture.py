@@ -19,7 +19,8 @@ def add_arguments(parser) -> None:
     src.add_argument("--text", action="append", help="a text to run (repeatable)")
     src.add_argument("--file", help="a UTF-8 file with one text per line (empty lines skipped)")
     src.add_argument("--tokens", action="append", help="token ids separated by spaces or commas (repeatable)")
-    parser.add_argument("--out", default="activations", help="directory for <hook>.npy, input_ids.npy, attention_mask.npy")
+    parser.add_argument("--out", default="activations", help="directory for <hook>.npy, input_ids.npy, attention_mask.npy (written "
+                        "atomically; an earlier capture there is replaced)")
     parser.add_argument("--chat", action="store_true", help="render each text as a user turn with the chat template")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
 
@@ -54,18 +55,20 @@ def _token_lists(args) -> list[list[int]]:
     return out
 
 
-def _save(path: str, array) -> None:
-    """``np.save`` through a temporary file renamed into place: a file is complete or absent."""
-    from qwen_sae_jax.atomic import atomic_file
-
-    with atomic_file(path) as tmp:
-        np.save(tmp, array)
+def _check_out(out: str) -> None:
+    """Refuse, before any work, an --out that is a file or a folder holding something other than an earlier
+    capture (the output folder is replaced as a whole)."""
+    check_output_folder(out, "--out")
+    if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, "input_ids.npy")):
+        raise UserError(f"--out {out} is a folder that holds something other than a capture (no input_ids.npy); "
+                        "choose another --out (an earlier capture there is replaced)")
 
 
 def run(args) -> int:
+    from qwen_sae_jax.atomic import atomic_directory
     from qwen_sae_jax.lm import load_model, pad_batch
 
-    check_output_folder(args.out, "--out")
+    _check_out(args.out)
     texts = None if args.tokens else _texts(args)       # bad input files are refused before the model loads
     lm = load_model(args.model, dtype=args.dtype)
     names = lm.resolve_hooks(args.hooks)
@@ -80,17 +83,20 @@ def run(args) -> int:
         ids, mask = lm.tokenize(texts, padding_side="right", chat=args.chat)
     acts = lm.capture(ids, names, attention_mask=mask)
 
-    os.makedirs(args.out, exist_ok=True)
-    _save(os.path.join(args.out, "input_ids.npy"), ids)
-    _save(os.path.join(args.out, "attention_mask.npy"), mask)
     valid = mask.astype(bool)
     print(f"model {lm.name}: {lm.config.num_hidden_layers} layers, d_model {lm.config.hidden_size}; "
           f"batch {ids.shape[0]} x {ids.shape[1]} tokens ({int(valid.sum())} real)")
     print(f"{'hook':<24} {'shape':<18} {'mean L2 norm':>12} {'max |x|':>10}  file")
-    for name in names:
-        arr = np.asarray(acts[name], dtype=np.float32)  # [B, T, D]
+    rows = []
+    with atomic_directory(args.out, force=True) as tmp:      # complete or absent; an earlier capture is replaced
+        np.save(tmp / "input_ids.npy", ids)
+        np.save(tmp / "attention_mask.npy", mask)
+        for name in names:
+            arr = np.asarray(acts[name], dtype=np.float32)  # [B, T, D]
+            np.save(tmp / f"{name}.npy", arr)
+            rows.append((name, arr))
+    for name, arr in rows:
         path = os.path.join(args.out, f"{name}.npy")
-        _save(path, arr)
         real = arr[valid]
         print(f"{name:<24} {str(tuple(arr.shape)):<18} {np.linalg.norm(real, axis=-1).mean():>12.4f} "
               f"{np.abs(real).max():>10.4f}  {path}")
