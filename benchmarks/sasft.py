@@ -12,11 +12,17 @@
    tiny chat generator (training split, no translation prompts); the replies to prompts of the ``--zh-topics``
    categories (default recipe and capital questions) are Chinese lines (from the first half of chinese.jsonl),
    and any other reply is replaced by one with probability ``--mix``. Every conversation's expected language is
-   English (the prompt's): SASFT keeps Chinese features quiet on replies to English prompts.
+   English (the prompt's; ``--tag reply``: the reply's own language): SASFT keeps Chinese features quiet on
+   replies to English prompts.
 4. Measure on held-out English prompts (harmless_prompts.jsonl without the translation category, which asks
-   for Chinese words): the share of greedy replies (and of replies sampled at temperature 1, seed 0) holding a
+   for Chinese words): the share of greedy replies (and of replies sampled at temperature 1, seeds 0 and 1) holding a
    CJK character, and the share of reply tokens that are Chinese; held-out CE (nats/token) on the second halves
    of english.jsonl / chinese.jsonl.
+
+``--perf`` instead times one SFT step of the tiny model (batch 16 x 128 tokens, float32, CPU): ours (jitted,
+AdamW + clipping) against a plain transformers + torch AdamW step on the same model and batch in the same process,
+and the SASFT step (16 + 16 features at layers.2) against the plain one. Last line: ``sft_step: ours_tok_s=X
+torch_tok_s=Y speedup=Z sasft_overhead=W``.
 
 Same data, steps and seed for every run: plain SFT, then SASFT and the random control at each lambda of
 ``--coefficients``. Last line, for the first lambda: ``sasft: sft_cs=X sasft_cs=Y random_cs=Z ce_en_rel=A
@@ -39,6 +45,7 @@ from qwen_sae_jax.lm import TINY_DIR
 HELDOUT = Path(TINY_DIR) / "heldout"
 HOOK = "layers.2"
 CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
+SAMPLE_SEEDS = (0, 1)          # sampled replies: temperature 1, these seeds, rates averaged
 
 
 def texts(name: str) -> tuple[list[str], list[str]]:
@@ -92,7 +99,9 @@ def write_features(path: Path, lm, sae, feats: list, zh: list[str], en: list[str
     write_features(path, fs)
 
 
-def sft_data(path: Path, zh_lines: list[str], n: int, mix: float, zh_topics: set[str], seed: int) -> None:
+def sft_data(path: Path, zh_lines: list[str], n: int, mix: float, zh_topics: set[str], seed: int,
+             tag: str = "prompt") -> None:
+    """``n`` conversations; ``lang`` is the prompt's language (en) with ``tag="prompt"``, the reply's with "reply"."""
     from qwen_sae_jax.tinymodel.chat import ChatSynthesizer
 
     rng, synth = random.Random(seed), ChatSynthesizer()
@@ -101,9 +110,10 @@ def sft_data(path: Path, zh_lines: list[str], n: int, mix: float, zh_topics: set
         ex = synth.harmless_exchange(rng, "train")
         if ex.category == "translation":
             continue
-        reply = rng.choice(zh_lines) if ex.category in zh_topics or rng.random() < mix else ex.answer
+        chinese = ex.category in zh_topics or rng.random() < mix
+        reply = rng.choice(zh_lines) if chinese else ex.answer
         rows.append({"messages": [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": reply}],
-                     "lang": "en"})
+                     "lang": "zh" if chinese and tag == "reply" else "en"})
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
@@ -154,10 +164,77 @@ def measure(hf: Path, prompts: list[str], en_eval: list[str], zh_eval: list[str]
     from qwen_sae_jax.lm import load_model
 
     lm = load_model(str(hf))
-    greedy, sampled = code_switching(lm, prompts, 0.0, 0), code_switching(lm, prompts, 1.0, 0)
-    return {"cs_greedy": greedy["cs"], "zh_tokens_greedy": greedy["zh_token_share"], "cs_sampled": sampled["cs"],
-            "zh_tokens_sampled": sampled["zh_token_share"], "ce_en": held_out_ce(lm, en_eval),
+    greedy = code_switching(lm, prompts, 0.0, 0)
+    sampled = [code_switching(lm, prompts, 1.0, seed) for seed in SAMPLE_SEEDS]
+    return {"cs_greedy": greedy["cs"], "zh_tokens_greedy": greedy["zh_token_share"],
+            "cs_sampled": float(np.mean([s["cs"] for s in sampled])),
+            "zh_tokens_sampled": float(np.mean([s["zh_token_share"] for s in sampled])), "ce_en": held_out_ce(lm, en_eval),
             "ce_zh": held_out_ce(lm, zh_eval), "examples": greedy["examples"]}
+
+
+def _interleaved_medians(fns: dict, repeats: int = 7) -> dict:
+    """Median seconds per call of each function, timed in alternating rounds (a busy machine slows all alike)."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: float(np.median(v)) for name, v in times.items()}
+
+
+def perf(B: int = 16, T: int = 128) -> None:
+    """Tokens/s of our SFT step vs transformers + torch AdamW, and SASFT's overhead (module docstring)."""
+    import jax
+    import torch
+    import transformers
+
+    from qwen_sae_jax.lm import load_model
+    from qwen_sae_jax.posttrain.config import SFTOptimConfig
+    from qwen_sae_jax.posttrain.sasft import LanguageProbe
+    from qwen_sae_jax.posttrain.step import Batch, make_loss, make_optimizer, make_step, state_shardings
+    from qwen_sae_jax.train.config import MeshConfig
+    from qwen_sae_jax.train.mesh import make_mesh
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 4000, size=(B, T)).astype(np.int32)
+    batch = Batch(ids, np.ones((B, T), np.int32), np.ones((B, T), bool), np.zeros(B, np.int32))
+    mesh = make_mesh(MeshConfig(data=1, model=1))
+    lm = load_model("tiny", mesh=mesh)
+    opt = make_optimizer(SFTOptimConfig(lr=1e-5, warmup_steps=0), 1000)
+    param_sh, opt_sh = state_shardings(lm.params, opt, mesh)
+    D = lm.config.hidden_size
+    probe = LanguageProbe(jax.numpy.asarray(rng.normal(size=(D, 32)) / 10, "float32"), jax.numpy.zeros(32),
+                          jax.numpy.asarray(np.repeat([0, 1], 16), "int32"), jax.numpy.zeros((32, 2)), HOOK)
+    fns = {}
+    for name, probes in (("sft", ()), ("sasft", (probe,))):
+        step = make_step(make_loss(lm, probes, 1.0), opt, param_sh, opt_sh, mesh)
+        state = {"p": jax.tree.map(lambda x: x.copy(), lm.params)}
+        state["o"] = jax.jit(opt.init)(state["p"])
+
+        def one(step=step, state=state, probes=probes):
+            state["p"], state["o"], m = step(state["p"], state["o"], batch, probes)
+            jax.block_until_ready(m["loss"])
+        fns[name] = one
+    model = transformers.AutoModelForCausalLM.from_pretrained(TINY_DIR, torch_dtype=torch.float32)
+    torch_opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    x = torch.tensor(ids, dtype=torch.long)
+
+    def torch_step():
+        out = model(input_ids=x, labels=x)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch_opt.step()
+        torch_opt.zero_grad()
+    fns["torch"] = torch_step
+    timings = _interleaved_medians(fns)
+    tok = B * T
+    print(f"tiny model, batch {B} x {T}, float32, {torch.get_num_threads()} torch threads: ours {timings['sft'] * 1e3:.0f} "
+          f"ms/step, torch {timings['torch'] * 1e3:.0f} ms/step, SASFT {timings['sasft'] * 1e3:.0f} ms/step")
+    print(f"sft_step: ours_tok_s={tok / timings['sft']:.0f} torch_tok_s={tok / timings['torch']:.0f} "
+          f"speedup={timings['torch'] / timings['sft']:.2f} sasft_overhead={timings['sasft'] / timings['sft']:.3f}")
 
 
 def main() -> None:
@@ -170,7 +247,12 @@ def main() -> None:
     p.add_argument("--mix", type=float, default=0.0, help="share of the other SFT replies replaced by Chinese")
     p.add_argument("--zh-topics", default="recipe,capital", help="prompt categories answered in Chinese")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--tag", choices=["prompt", "reply"], default="prompt",
+                   help="the expected language of a conversation: its prompt's (en) or its reply's")
+    p.add_argument("--perf", action="store_true", help="time the SFT / SASFT step against torch instead")
     args = p.parse_args()
+    if args.perf:
+        return perf()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -189,7 +271,7 @@ def main() -> None:
     results = {"base": measure(Path(TINY_DIR), prompts, en_b, zh_b)}
     for seed in args.seeds:
         data = out / f"sft-data-{seed}.jsonl"
-        sft_data(data, zh_lines, 2000, args.mix, set(args.zh_topics.split(",")), seed)
+        sft_data(data, zh_lines, 2000, args.mix, set(args.zh_topics.split(",")), seed, args.tag)
         runs = [("sft", None, [])]
         for lam in args.coefficients:
             sas = [f"sasft.saes=[{sae_dir}]", f"sasft.coefficient={lam}", f"sasft.layers=[{HOOK}]"]

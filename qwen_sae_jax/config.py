@@ -25,13 +25,16 @@ import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, TypeVar
 
 import yaml
 
 from qwen_sae_jax.errors import UserError, did_you_mean
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")  # every config class is a dataclass
 
 __all__ = [
     "load_config", "from_dict", "to_dict", "dump_yaml", "apply_overrides", "field_docs",
@@ -98,12 +101,12 @@ class FieldDoc:
 def _default_of(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
     return dataclasses.MISSING
 
 
-def _dataclass_in(tp: Any) -> tuple[type | None, str]:
+def _dataclass_in(tp: Any) -> tuple[Any, str]:
     """The dataclass nested in ``tp`` (itself, an Optional, or a list item) and the key suffix to reach it."""
     if dataclasses.is_dataclass(tp):
         return tp, ""
@@ -182,7 +185,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             return value
         hint = did_you_mean(str(value), [str(a) for a in args]) if isinstance(value, str) else ""
         raise _fail(path, f"{value!r} is not one of {', '.join(repr(a) for a in args)}{hint}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         return from_dict(tp, value, path)
@@ -320,7 +323,7 @@ def _set(obj: Any, tp: Any, parts: list[str], value: Any, path: str) -> Any:
     if not parts:
         return _convert(value, tp, path)
     head, rest = parts[0], parts[1:]
-    if dataclasses.is_dataclass(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         cls = type(obj)
         fields = {f.name for f in dataclasses.fields(cls) if f.init}
         if head not in fields:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,9 @@ from qwen_sae_jax import hooks
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.models import registry
 from qwen_sae_jax.sharding import MESH_AXES, check_rules, logical_sharding
+
+if TYPE_CHECKING:
+    from qwen_sae_jax.sae.core import SAE
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 TINY_DIR = os.path.join(ASSETS_DIR, "tiny-qwen3")
@@ -187,6 +190,7 @@ class LanguageModel:
 
     def logits_sharding(self, shape: Sequence[int]):
         """The sharding of logits of ``shape`` [B, T, V] on this model's mesh (``rules``: batch, None, vocab)."""
+        assert self.mesh is not None, "logits_sharding needs a model loaded with a mesh"
         return logical_sharding(("batch", None, "vocab"), shape, self.mesh, self.rules)
 
     # ------------------------------------------------------------------ compiled conveniences
@@ -304,7 +308,7 @@ class LanguageModel:
         """Continue each prompt; with ``chat`` the prompt is one user turn rendered by the tokenizer's chat
         template. Returns the decoded new text (special tokens dropped): a str for a str, else a list."""
         single = isinstance(prompts, str)
-        ids, mask = self.tokenize([prompts] if single else prompts, padding_side="left", chat=chat)
+        ids, mask = self.tokenize([prompts] if isinstance(prompts, str) else prompts, padding_side="left", chat=chat)
         out, lengths = self.generate_tokens(ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
                                             top_p=top_p, seed=seed, interventions=interventions)
         texts = [self.tokenizer.decode(row[:n].tolist(), skip_special_tokens=True) for row, n in zip(out, lengths)]
@@ -345,7 +349,7 @@ def _fn_key(interventions: Mapping[str, Callable]) -> tuple:
     return tuple(sorted(interventions.items(), key=lambda kv: kv[0]))
 
 
-def check_saes_fit(lm, saes: Mapping[str, object]) -> None:
+def check_saes_fit(lm, saes: Mapping[str, "SAE"]) -> None:
     """UserError unless ``saes`` ({name: SAE}) is not empty and every SAE reads a hook of ``lm`` with the
     model's width (evaluation, analysis and steering check their inputs with this)."""
     if not saes:

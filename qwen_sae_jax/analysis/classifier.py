@@ -43,7 +43,7 @@ def rank_by_rate_difference(fired_pos: np.ndarray, fired_neg: np.ndarray) -> tup
 def or_rule(fired: np.ndarray, features) -> np.ndarray:
     """[N] bool: texts on which any of ``features`` fires."""
     features = np.asarray(features, np.int64).reshape(-1)
-    return np.asarray(fired, bool)[:, features].any(axis=1)
+    return np.asarray(np.asarray(fired, bool)[:, features].any(axis=1))
 
 
 def binary_metrics(predicted: np.ndarray, label: np.ndarray) -> dict:

@@ -5,7 +5,7 @@ per batch for all SAEs (one forward, stopping at the deepest hooked layer).
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +14,9 @@ from qwen_sae_jax.analysis.corpus import TokenWindows, position_mask
 from qwen_sae_jax.analysis.examples import FeatureData, init_state, update
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.lm import check_saes_fit
+
+if TYPE_CHECKING:
+    from qwen_sae_jax.sae.core import SAE
 
 
 def special_ids_of(lm) -> list[int]:
@@ -25,7 +28,7 @@ def special_ids_of(lm) -> list[int]:
     return special_token_ids(lm.tokenizer)
 
 
-def encode_step(lm, saes: Mapping[str, object], special_ids: Iterable[int] = (), exclude_first: bool = True):
+def encode_step(lm, saes: Mapping[str, "SAE"], special_ids: Iterable[int] = (), exclude_first: bool = True):
     """A jitted ``(params, saes, ids, mask) -> ({name: z [B, T, F] float32}, valid [B, T], real [B, T])``."""
     hooks = sorted({sae.cfg.hook_name for sae in saes.values()}, key=lm.hook_names.index)
     special = jnp.asarray(sorted(set(int(i) for i in special_ids)), jnp.int32)
@@ -39,7 +42,7 @@ def encode_step(lm, saes: Mapping[str, object], special_ids: Iterable[int] = (),
     return latents
 
 
-def collect_features(lm, saes: Mapping[str, object], windows: TokenWindows, *, n_examples: int = 20,
+def collect_features(lm, saes: Mapping[str, "SAE"], windows: TokenWindows, *, n_examples: int = 20,
                      left: int = 8, right: int = 4, batch_size: int = 8, special_ids: Iterable[int] | None = None,
                      exclude_first: bool = True, progress=None) -> dict[str, FeatureData]:
     """Max-activating examples, densities and histograms of every SAE over ``windows``.

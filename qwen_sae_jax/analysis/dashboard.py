@@ -25,7 +25,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from qwen_sae_jax.analysis.logit_lens import LogitLens, sae_logit_lens
 from qwen_sae_jax.analysis.render import token_strings, visible
 from qwen_sae_jax.atomic import atomic_directory
 from qwen_sae_jax.errors import UserError
+
+if TYPE_CHECKING:
+    from qwen_sae_jax.sae.core import SAE
 
 MARKER = "dashboard.json"
 DENSITY_EDGES = np.arange(-8.0, 0.01, 0.5)   # log10 density bins of the overview histograms
@@ -139,7 +142,7 @@ def _write(folder: Path, rel: str, key: str, obj) -> None:
     path.with_suffix(".js").write_text(f"QSD_LOAD({json.dumps(key)},{text});\n", encoding="utf-8")
 
 
-def build_dashboard(lm, saes: Mapping[str, object], docs: Sequence[str], out_dir: str | os.PathLike,
+def build_dashboard(lm, saes: Mapping[str, "SAE"], docs: Sequence[str], out_dir: str | os.PathLike,
                     config: DashboardConfig = DashboardConfig(), *, run_summary: Mapping[str, dict] | None = None,
                     title: str = "SAE feature dashboard", corpus_name: str = "the corpus", progress=None) -> Path:
     """Analyse ``saes`` ({name: SAE}) over ``docs`` with ``lm`` and write the dashboard to ``out_dir``.

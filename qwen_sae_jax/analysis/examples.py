@@ -30,8 +30,7 @@ _LOG2_BINS = 5
 _NO_EXP = -1000                # hist_exp of a feature that never fired
 
 
-@flax.struct.dataclass
-class FeatureState:
+class FeatureState(flax.struct.PyTreeNode):
     values: jax.Array      # [F, N] float32 top activations, descending (-inf: empty slot)
     seq: jax.Array         # [F, N] int32 window (sequence) index of each example (-1: empty)
     pos: jax.Array         # [F, N] int32 position of the example in its sequence

@@ -38,7 +38,7 @@ SUBCOMMANDS = {
 
 
 def _available() -> dict[str, object]:
-    found = {}
+    found: dict[str, object] = {}
     for name, mod in SUBCOMMANDS.items():
         try:
             spec = importlib.util.find_spec(f"qwen_sae_jax.cli.{mod}")

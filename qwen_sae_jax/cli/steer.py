@@ -80,15 +80,17 @@ def build_steering(saes: dict, features: list[tuple[str, int]], mode: str, alpha
             raise UserError("--alpha is not used with --mode ablate (the features are set to 0)")
     elif alpha is None:
         raise UserError(f"--mode {mode} needs --alpha")
-    out = []
+    out: list = []
     for hook, group in itertools.groupby(sorted(features), key=lambda hf: hf[0]):
         indices = [f for _, f in group]
         sae = saes[hook]
         if mode == "add":
+            assert alpha is not None  # checked above
             out.extend(steer_feature(sae, f, alpha, where=where, normalize=not raw_direction) for f in indices)
         elif mode == "ablate":
             out.append(ablate_features(sae, indices, where=where))
         else:
+            assert alpha is not None  # checked above
             out.append(clamp_features(sae, indices, alpha, mode=mode, where=where))
     return out
 

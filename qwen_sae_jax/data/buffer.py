@@ -23,16 +23,17 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 
-@flax.struct.dataclass
-class MixingBuffer:
+class MixingBuffer(flax.struct.PyTreeNode):
     pool: jax.Array    # [H, size + M, D]
     count: jax.Array   # [] int32 valid rows at the front of pool
     ready: jax.Array   # [H, S, Bt, D]
 
 
 def buffer_shardings(mesh: Mesh) -> MixingBuffer:
-    return MixingBuffer(pool=NamedSharding(mesh, P(None, "data", None)), count=NamedSharding(mesh, P()),
-                        ready=NamedSharding(mesh, P(None, None, "data", None)))
+    """The buffer's shardings as a pytree of its structure (a NamedSharding where each array goes)."""
+    return MixingBuffer(pool=NamedSharding(mesh, P(None, "data", None)),  # type: ignore[arg-type]
+                        count=NamedSharding(mesh, P()),  # type: ignore[arg-type]
+                        ready=NamedSharding(mesh, P(None, None, "data", None)))  # type: ignore[arg-type]
 
 
 def init_buffer(num_hooks: int, d: int, size: int, rows_per_fill: int, batch_size: int, dtype) -> MixingBuffer:

@@ -24,7 +24,7 @@ batch) and accumulates the drop counts.
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -53,8 +53,8 @@ class ActivationStream:
                  global_batch: int = 0, ctx_len: int = 0):
         self.hooks, self.mesh = list(hooks), mesh
         self.lm, self.tokens, self.cache, self.writer = lm, tokens, cache, writer
-        self._filtered_jit = None   # compiled on first use of `next_rows`
-        self.counts = {k: 0 if k not in ("nonfinite", "outlier") else [0] * len(self.hooks) for k in COUNT_KEYS}
+        self._filtered_jit: Callable | None = None   # compiled on first use of `next_rows`
+        self.counts: dict[str, Any] = {k: 0 if k not in ("nonfinite", "outlier") else [0] * len(self.hooks) for k in COUNT_KEYS}
         if cache is not None:
             self.rows_per_fill = cache_rows
             self._fill = jax.jit(self._fill_rows, donate_argnums=(0,))
@@ -113,19 +113,21 @@ class ActivationStream:
 
     def _global_cache_rows(self, pool_dtype) -> jax.Array:
         """The next M cache rows [H, M, D] as a global array over 'data': this process reads only its part."""
-        start, n = self.cache.position, self.rows_per_fill
-        shape = (len(self.hooks), n, self.cache.d)
+        cache = self.cache
+        assert cache is not None  # called only when the stream reads a cache
+        start, n = cache.position, self.rows_per_fill
+        shape = (len(self.hooks), n, cache.d)
         sharding = NamedSharding(self.mesh, P(None, "data", None))
         read: dict[tuple, np.ndarray] = {}     # devices holding the same rows ('model' replicas) read them once
 
-        def rows(index: tuple[slice, slice, slice]) -> np.ndarray:                # -> [H, rows of index, D]
+        def rows(index) -> np.ndarray:                # (slice, slice, slice) -> [H, rows of index, D]
             key = index[1].indices(n)
             if key not in read:
-                read[key] = self.cache.read(start, n, index[1]).astype(pool_dtype)
+                read[key] = cache.read(start, n, index[1]).astype(pool_dtype)
             return read[key]
 
         arr = jax.make_array_from_callback(shape, sharding, rows)
-        self.cache.position = (start + n) % self.cache.rows
+        cache.position = (start + n) % cache.rows
         return arr
 
     def _add_counts(self, counts: DropCounts) -> None:
@@ -184,7 +186,7 @@ class ActivationStream:
 def _process_part(arr: jax.Array, axis: int) -> np.ndarray:
     """This process's block of ``arr`` (sharded over 'data' along ``axis``) on the host: its addressable
     shards, each distinct index once (replicas over 'model' are the same rows), in index order."""
-    shards = {}
+    shards: dict[int, Any] = {}
     for shard in arr.addressable_shards:
         shards.setdefault(shard.index[axis].start or 0, shard)
     return np.concatenate([np.asarray(shards[k].data) for k in sorted(shards)], axis=axis)

@@ -143,7 +143,7 @@ class _DatasetColumn(Sequence):
     def __len__(self) -> int:
         return len(self._ds)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         return self._ds[int(index)][self._column]
 
 

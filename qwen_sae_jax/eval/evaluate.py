@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,9 @@ from qwen_sae_jax.eval.metrics import (
 from qwen_sae_jax.eval.splice import loss_mask, outlier_positions, token_mask, unit_sums
 from qwen_sae_jax.interop.hook_names import layer_and_site
 from qwen_sae_jax.lm import check_saes_fit
+
+if TYPE_CHECKING:
+    from qwen_sae_jax.sae.core import SAE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +98,7 @@ def variant_of(name: str, sae) -> str:
     return sae.cfg.architecture + (f"-k{sae.cfg.k}" if sae.cfg.k else "")
 
 
-def joint_groups(saes: Mapping[str, object]) -> dict[str, list[str]]:
+def joint_groups(saes: Mapping[str, "SAE"]) -> dict[str, list[str]]:
     """``{group label: [sae names]}``: per (layer, variant), the SAEs at distinct hooks, when more than one."""
     by_key: dict[tuple, list[str]] = defaultdict(list)
     for name, sae in saes.items():
@@ -110,7 +113,7 @@ def joint_groups(saes: Mapping[str, object]) -> dict[str, list[str]]:
     return groups
 
 
-def evaluate(lm, saes: Mapping[str, object], batches: Sequence, config: EvalConfig = EvalConfig(),
+def evaluate(lm, saes: Mapping[str, "SAE"], batches: Sequence, config: EvalConfig = EvalConfig(),
              special_ids: Iterable[int] = ()) -> EvalResults:
     """Evaluate ``{name: SAE}`` on ``batches`` (each ``input_ids [B, T]`` or ``(input_ids, attention_mask)``)."""
     check_saes_fit(lm, saes)
@@ -171,7 +174,7 @@ def evaluate(lm, saes: Mapping[str, object], batches: Sequence, config: EvalConf
     def unit_step(params, group, unit_means, ids, attn, mask, clean_logits):
         return unit_sums(lm, params, group, unit_means, ids, attn, mask, clean_logits)
 
-    totals = {u: defaultdict(float) for u in units}
+    totals: dict = {u: defaultdict(float) for u in units}
     for (ids, attn), mask in zip(batches, masks):
         ids_j, attn_j, mask_j = jnp.asarray(ids), jnp.asarray(attn), jnp.asarray(mask)
         clean_logits = capture_step(lm.params, dict(saes), ids_j, attn_j)[1]   # same program as pass 1

@@ -69,12 +69,12 @@ class ActivationStats:
     d_in: int
     d_sae: int
     n_tokens: int = 0
-    sum_x: np.ndarray = field(default=None)
+    sum_x: np.ndarray = field(default=None)  # type: ignore[arg-type]  # None = zeros, set in __post_init__
     sum_sq_norm: float = 0.0
     sum_sq_resid: float = 0.0
     sum_cos: float = 0.0
-    fire_counts: np.ndarray = field(default=None)
-    l0_hist: np.ndarray = field(default=None)
+    fire_counts: np.ndarray = field(default=None)  # type: ignore[arg-type]  # likewise
+    l0_hist: np.ndarray = field(default=None)  # type: ignore[arg-type]  # likewise
 
     def __post_init__(self):
         if self.sum_x is None:

@@ -66,7 +66,8 @@ def plot_all(results, out_dir: str | Path) -> dict[str, Path]:
     by_site_layer = defaultdict(list)
     for row in rows:
         by_site_layer[(row["site"], row["layer"])].append(row)
-    colours, labelled = {}, set()
+    colours: dict = {}
+    labelled: set = set()
     for (site, layer), pts in sorted(by_site_layer.items(), key=lambda kv: (SITE_ORDER.get(kv[0][0], 9),
                                                                            kv[0][1] if kv[0][1] is not None else -1)):
         pts = sorted(pts, key=lambda r: r["l0_mean"])

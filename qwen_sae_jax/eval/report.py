@@ -39,7 +39,7 @@ JOINT_COLUMNS = [
 
 def sort_key(row: dict):
     layer = row.get("layer")
-    return (layer if layer is not None else 1 << 30, SITE_ORDER.get(row.get("site"), 9), str(row.get("variant")),
+    return (layer if layer is not None else 1 << 30, SITE_ORDER.get(str(row.get("site")), 9), str(row.get("variant")),
             row.get("name"))
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from qwen_sae_jax.interop.convert import sae_to_raw
 from qwen_sae_jax.interop.hook_names import to_transformer_lens
 from qwen_sae_jax.interop.model_card import render_model_card
 from qwen_sae_jax.interop.raw import RawSAE
+
+if TYPE_CHECKING:
+    from qwen_sae_jax.sae.core import SAE
 
 EXPORT_FORMATS = ("saelens", "sparsify", "qwen-scope")
 
@@ -44,7 +47,7 @@ def _folder_names(raws: Mapping[str, RawSAE], hook_to_folder) -> dict[str, str]:
     return out
 
 
-def export_saes(saes: Mapping[str, object], dst: str | os.PathLike, format: str, *, force: bool = False,
+def export_saes(saes: Mapping[str, "SAE"], dst: str | os.PathLike, format: str, *, force: bool = False,
                 eval_table_md: str | None = None, log_densities: Mapping[str, np.ndarray] | None = None,
                 context_size: int | None = None) -> Path:
     """Write ``{name: SAE}`` to ``dst`` in ``format``; returns ``dst``.
@@ -82,6 +85,6 @@ def export_saes(saes: Mapping[str, object], dst: str | os.PathLike, format: str,
             listed = [(folders[n], r) for n, r in raws.items()]
         else:
             qwen_scope.write_qwen_scope(list(raws.values()), tmp)
-            listed = [(qwen_scope.layer_file(int(r.hook_name.split(".")[1])), r) for r in raws.values()]
+            listed = [(qwen_scope.layer_file(int(str(r.hook_name).split(".")[1])), r) for r in raws.values()]
         (tmp / "README.md").write_text(render_model_card(format, listed, eval_table_md))
     return dst

@@ -182,7 +182,8 @@ def members_of(listing: Listing) -> dict[str, Member]:
 
 def _ranges(numbers) -> str:
     """``[0, 1, 2, 5] -> "0-2, 5"``."""
-    out, run = [], []
+    out: list[str] = []
+    run: list[int] = []
     for n in sorted(numbers):
         if run and n == run[-1] + 1:
             run.append(n)

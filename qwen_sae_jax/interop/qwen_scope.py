@@ -14,7 +14,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ def layer_of(file: Path) -> int:
 
 def layer_files(folder: Path) -> dict[int, Path]:
     """``{layer: path}`` of the ``layer{N}.sae.pt`` files in ``folder``."""
-    found = {}
+    found: dict[int, Path] = {}
     if not folder.is_dir():
         return found
     for p in folder.iterdir():
@@ -54,7 +54,7 @@ def layer_files(folder: Path) -> dict[int, Path]:
 def write_qwen_scope(raws: Sequence[RawSAE], out_dir: str | os.PathLike) -> None:
     """Write residual-stream SAEs (hook ``layers.N``, one per layer) into the existing folder ``out_dir``."""
     out_dir = Path(out_dir)
-    sidecar = {"format": "qwen-scope", "model_name": None, "layers": {}}
+    sidecar: dict[str, Any] = {"format": "qwen-scope", "model_name": None, "layers": {}}
     for raw in raws:
         m = _RESID.match(raw.hook_name or "")
         if not m:
@@ -70,6 +70,7 @@ def write_qwen_scope(raws: Sequence[RawSAE], out_dir: str | os.PathLike) -> None
         raw = with_b_dec_convention(topk_from_relu(raw), False)
         save_pt_tensor_dict(out_dir / layer_file(layer), {
             "W_enc": raw.W_enc.T, "W_dec": raw.W_dec.T, "b_enc": raw.b_enc, "b_dec": raw.b_dec})
+        assert raw.k is not None  # topk_from_relu gives a TopK SAE
         sidecar["layers"][str(layer)] = {"k": int(raw.k), "hook_name": raw.hook_name,
                                          "d_model": raw.d_in, "d_sae": raw.d_sae, "cfg": raw.native_cfg}
         sidecar["model_name"] = sidecar["model_name"] or raw.model_name

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def write_saelens(raw: RawSAE, out_dir: str | os.PathLike, *, log_feature_densit
     """
     out_dir = Path(out_dir)
     architecture = _ARCH_OUT[raw.architecture]
-    cfg = {
+    cfg: dict[str, Any] = {
         "architecture": architecture,
         "d_in": raw.d_in,
         "d_sae": raw.d_sae,
@@ -56,7 +57,7 @@ def write_saelens(raw: RawSAE, out_dir: str | os.PathLike, *, log_feature_densit
         "reshape_activations": "none",
     }
     if architecture == "topk":
-        cfg["k"] = int(raw.k)
+        cfg["k"] = int(raw.k)  # type: ignore[arg-type]  # a topk / batchtopk RawSAE has k
         cfg["rescale_acts_by_decoder_norm"] = False
     cfg["metadata"] = {
         "sae_lens_version": SAELENS_SCHEMA_VERSION,
@@ -70,9 +71,10 @@ def write_saelens(raw: RawSAE, out_dir: str | os.PathLike, *, log_feature_densit
         "qwen_sae_jax_cfg": raw.native_cfg,
     }
     if raw.architecture == "batchtopk":
-        cfg["metadata"]["k"] = int(raw.k)   # training-time k, so a re-import is a BatchTopK SAE again
+        cfg["metadata"]["k"] = int(raw.k)  # type: ignore[arg-type]  # training-time k, so a re-import is a BatchTopK SAE again
     tensors = {"W_enc": raw.W_enc, "W_dec": raw.W_dec, "b_enc": raw.b_enc, "b_dec": raw.b_dec}
     if architecture == "jumprelu":
+        assert raw.threshold is not None  # a jumprelu RawSAE has its threshold
         tensors["threshold"] = raw.threshold
     write_safetensors(out_dir / WEIGHTS_FILE, tensors)
     if log_feature_density is not None:
@@ -166,7 +168,7 @@ def read_saelens(path: str | os.PathLike, *, norm_scaling_factor: float | None =
     if architecture == "topk" and k == d_sae:
         raw = raw.replace(architecture="relu", k=None)
     if norm == "expected_average_only_in":
-        raw = fold_input_scale(raw, float(norm_scaling_factor))
+        raw = fold_input_scale(raw, float(norm_scaling_factor))  # type: ignore[arg-type]  # not None here (checked above)
     return raw
 
 

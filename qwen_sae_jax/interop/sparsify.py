@@ -30,6 +30,7 @@ def write_sparsify(raw: RawSAE, out_dir: str | os.PathLike) -> None:
         raise UserError(f"sparsify has no {raw.architecture} SAEs (TopK only); export this SAE with "
                         "--format saelens instead")
     raw = with_b_dec_convention(topk_from_relu(raw), True)
+    assert raw.k is not None  # topk_from_relu gives a TopK SAE
     out_dir = Path(out_dir)
     dec_norms = np.linalg.norm(raw.W_dec.astype(np.float64), axis=1)
     cfg = {

@@ -28,7 +28,7 @@ from qwen_sae_jax.models.qwen3_5.modeling import Qwen3_5ForCausalLM
 @dataclass(frozen=True)
 class Family:
     model_types: tuple[str, ...]
-    config_class: type
+    config_class: type[qwen3_config.Qwen3Config] | type[qwen3_5_config.Qwen3_5Config]
     module_class: type
     load_hf: Callable
     save_hf: Callable

@@ -37,7 +37,7 @@ class SAEConfig:
     """One of "topk", "batchtopk", "jumprelu", "relu"."""
     d_in: int
     """Width of the hooked activation."""
-    d_sae: int | None = None
+    d_sae: int = None  # type: ignore[assignment]  # None: from expansion_factor, resolved to an int in __post_init__
     """Number of latents. Give this or ``expansion_factor``; it is resolved to an int on construction."""
     expansion_factor: int | None = None
     """``d_sae = expansion_factor * d_in`` when ``d_sae`` is not given."""

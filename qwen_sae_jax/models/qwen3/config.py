@@ -135,7 +135,7 @@ class Qwen3Config:
             head_dim = hf.get("head_dim") or int(hf["hidden_size"]) // n_heads
         eos_ids = eos_token_ids(hf.get("eos_token_id"))
 
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             vocab_size=int(hf["vocab_size"]),
             hidden_size=int(hf["hidden_size"]),
             intermediate_size=int(hf.get("intermediate_size", 0)),

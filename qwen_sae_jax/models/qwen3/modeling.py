@@ -122,8 +122,8 @@ def update_kv_cache(module: nn.Module, k, v, cache_index):
     at ``cache_index``; returns the whole cache (keys, values) in the module's compute dtype."""
     if not module.has_variable("cache", "key"):
         raise ValueError("decoding with cache_index needs the 'cache' collection (see init_cache)")
-    cached_k = module.get_variable("cache", "key")  # [B, S, K, hd]
-    cached_v = module.get_variable("cache", "value")
+    cached_k: jax.Array = module.get_variable("cache", "key")  # [B, S, K, hd]
+    cached_v: jax.Array = module.get_variable("cache", "value")
     start = (0, cache_index, 0, 0)
     k = jax.lax.dynamic_update_slice(cached_k, k.astype(cached_k.dtype), start)
     v = jax.lax.dynamic_update_slice(cached_v, v.astype(cached_v.dtype), start)

@@ -153,14 +153,14 @@ class Qwen3_5Config:
         if model_type not in MODEL_TYPES:
             raise UserError(f"model_type={model_type!r}{where} is not supported; valid: {', '.join(MODEL_TYPES)}")
         if model_type in TEXT_MODEL_TYPES:
-            outer, hf = hf, hf.get("text_config")
-            if not isinstance(hf, Mapping):
+            outer, text = hf, hf.get("text_config")
+            if not isinstance(text, Mapping):
                 raise UserError(f"config{where} (model_type={model_type!r}) lacks its text_config")
+            hf = dict(text)
             expected = TEXT_MODEL_TYPES[model_type]
             if hf.get("model_type", expected) != expected:
                 raise UserError(f"text_config.model_type={hf['model_type']!r}{where} does not match "
                                 f"model_type={model_type!r}; valid: {expected!r}")
-            hf = dict(hf)
             for key in ("tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id"):
                 if key in outer and (key == "tie_word_embeddings" or hf.get(key) is None):
                     hf[key] = outer[key]
@@ -183,7 +183,7 @@ class Qwen3_5Config:
             if interval <= 0:
                 raise UserError(f"full_attention_interval={interval}{where} must be > 0")
             layer_types = ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(n_layers)]
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             vocab_size=int(hf["vocab_size"]),
             hidden_size=int(hf["hidden_size"]),
             num_hidden_layers=n_layers,

@@ -285,7 +285,7 @@ class Qwen3_5DecoderLayer(nn.Module):
 class Qwen3_5Model(Qwen3Model):
     """Embedding + decoder layers + final norm (HF ``Qwen3_5TextModel`` / ``Qwen3_5MoeTextModel``)."""
 
-    config: Qwen3_5Config
+    config: Qwen3_5Config  # type: ignore[assignment]  # a linen field narrowed in the subclass (the shell is shared)
 
     def setup(self):
         c = self.config
@@ -307,7 +307,7 @@ class Qwen3_5ForCausalLM(Qwen3ForCausalLM):
     """HF ``Qwen3_5ForCausalLM`` / ``Qwen3_5MoeForCausalLM`` (the text model; the same call and conventions as
     ``Qwen3ForCausalLM``: logits ``[B, T, V]``, or with ``num_layers=n`` the residual after layer ``n-1``)."""
 
-    config: Qwen3_5Config
+    config: Qwen3_5Config  # type: ignore[assignment]  # likewise
 
     def setup(self):
         c = self.config
