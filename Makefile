@@ -33,6 +33,7 @@ test: $(TESTING)
 
 lint: $(TESTING)
 	$(VENV)/bin/ruff check qwen_sae_jax tests benchmarks launch
+	$(VENV)/bin/mypy
 
 test-fast: $(TESTING)
 	$(PY) -m pytest -q -m "not slow"

@@ -38,7 +38,7 @@ class SafetensorsFile:
         self.metadata = header.pop("__metadata__", {}) or {}
         self._header = header
         self._data_start = 8 + n
-        self._mmap = None
+        self._mmap: np.memmap | None = None
 
     def keys(self):
         return self._header.keys()

@@ -36,8 +36,7 @@ class SparseLatents(NamedTuple):
     idx: jax.Array  # [..., k] int32 latent ids
 
 
-@flax.struct.dataclass
-class SAE:
+class SAE(flax.struct.PyTreeNode):
     W_enc: jax.Array  # [d_in, d_sae]
     b_enc: jax.Array  # [d_sae]
     W_dec: jax.Array  # [d_sae, d_in]
@@ -108,7 +107,7 @@ class SAE:
     def _check_finite(self, x, what: str) -> None:
         """Raise for non-finite rows where that costs no device-to-host sync: host inputs (numpy, lists), or
         device arrays when ``jax_debug_nans`` is on. Otherwise NaN in gives NaN out for that row (as under jit)."""
-        if isinstance(x, jax.core.Tracer) or (isinstance(x, jax.Array) and not jax.config.jax_debug_nans):
+        if isinstance(x, jax.core.Tracer) or (isinstance(x, jax.Array) and not getattr(jax.config, "jax_debug_nans")):  # a flag attribute jax's stubs lack
             return
         rows = np.asarray(x)
         if not np.issubdtype(rows.dtype, np.floating) or rows.ndim < 1 or rows.shape[-1] != self.cfg.d_in:

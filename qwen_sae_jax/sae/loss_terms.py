@@ -11,8 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 
-@flax.struct.dataclass
-class LossTerms:
+class LossTerms(flax.struct.PyTreeNode):
     """Loss terms of one batch, logged separately by the trainer (conventions in `losses`' docstring)."""
 
     mse: jax.Array  # []

@@ -17,7 +17,7 @@ activation at the hook is kept as well, which gives the difference-of-means dire
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,9 @@ import numpy as np
 
 from qwen_sae_jax.errors import UserError, did_you_mean
 from qwen_sae_jax.steer.run import compiled
+
+if TYPE_CHECKING:
+    from qwen_sae_jax.sae.core import SAE
 
 POSITIONS = ("last", "mean")
 SCORES = ("mean_diff", "rate_diff")
@@ -104,7 +107,7 @@ def _batch_sums(lm, hooks: Sequence[str]):
     return run
 
 
-def set_stats(lm, saes: Mapping[str, object], texts: Sequence[str], *, chat: bool = False,
+def set_stats(lm, saes: Mapping[str, "SAE"], texts: Sequence[str], *, chat: bool = False,
               batch_size: int = 16, max_tokens: int | None = None) -> dict[str, SetStats]:
     """``{hook: SetStats}`` of ``texts`` for SAEs ``{canonical hook: SAE}`` (see module docstring).
 
@@ -160,7 +163,7 @@ def _left_padded(lm, texts, chat, max_tokens):
     return ids, mask
 
 
-def rank_features(lm, saes: Mapping[str, object], pos_texts: Sequence[str], neg_texts: Sequence[str], *,
+def rank_features(lm, saes: Mapping[str, "SAE"], pos_texts: Sequence[str], neg_texts: Sequence[str], *,
                   chat: bool = False, batch_size: int = 16, max_tokens: int | None = None
                   ) -> dict[str, dict[str, Contrast]]:
     """``{hook: {"last": Contrast, "mean": Contrast}}`` of ``pos_texts`` against ``neg_texts``."""
@@ -173,7 +176,7 @@ def rank_features(lm, saes: Mapping[str, object], pos_texts: Sequence[str], neg_
     return {hook: {p: Contrast(hook, p, pos[hook], neg[hook]) for p in POSITIONS} for hook in saes}
 
 
-def matched_random_features(rate: np.ndarray, exclude: Sequence[int], targets: Sequence[int], n: int,
+def matched_random_features(rate: np.ndarray, exclude: Sequence[int] | np.ndarray, targets: Sequence[int], n: int,
                             seed: int = 0, pool: int = 20) -> list[int]:
     """``n`` random control features whose firing rate is close to the targets': draw ``j`` takes target
     ``j mod len(targets)`` and samples uniformly among the ``pool`` features with the nearest rate (absolute

@@ -26,7 +26,7 @@ first generated token (it is predicted from the prompt).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import flax.struct
 import jax
@@ -34,6 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwen_sae_jax.errors import UserError, did_you_mean
+
+if TYPE_CHECKING:
+    from qwen_sae_jax.sae.core import SAE
 
 WHERE = ("all", "prompt", "generated")
 CLAMP_MODES = ("set", "scale")
@@ -51,8 +54,7 @@ def _check_where(where: str) -> None:
         raise UserError(f"where={where!r} is not valid{did_you_mean(str(where), WHERE)}; valid: {', '.join(WHERE)}")
 
 
-@flax.struct.dataclass(eq=False)  # identity hash: usable as a key of compiled-program caches
-class AddDirection:
+class AddDirection(flax.struct.PyTreeNode, eq=False):  # eq=False: identity hash, a key of compiled-program caches
     """``h' = h + alpha * direction`` at hook ``hook`` (positions chosen by ``where``, see module docstring)."""
 
     direction: jax.Array  # [D] raw activation units
@@ -67,14 +69,13 @@ class AddDirection:
         return (act.astype(jnp.float32) + delta).astype(act.dtype)
 
 
-@flax.struct.dataclass(eq=False)  # identity hash: usable as a key of compiled-program caches
-class ClampFeatures:
+class ClampFeatures(flax.struct.PyTreeNode, eq=False):  # eq=False: identity hash, a key of compiled-program caches
     """Set or scale SAE features ``features`` at the SAE's hook, keeping the SAE error term (module docstring).
 
     ``mode="set"``: ``z'_i = values_i``; ``mode="scale"``: ``z'_i = values_i * z_i``.
     """
 
-    sae: object            # qwen_sae_jax.sae.SAE
+    sae: SAE
     features: jax.Array    # [n] int32, distinct
     values: jax.Array      # [n] float32
     hook: str = flax.struct.field(pytree_node=False)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -175,7 +175,7 @@ def language_suppression(lm, sae, chinese_texts: Sequence[str], english_texts: S
     if chinese.size == 0:
         raise UserError("the tokenizer has no Chinese tokens; nothing to suppress")
 
-    conditions = [("unsteered", None)]
+    conditions: list[tuple[str, Any]] = [("unsteered", None)]
     for n in ablate:
         conditions.append((f"ablate top {n}", ablate_features(sae, [int(i) for i in order[:n]])))
         if len(randoms) >= n:

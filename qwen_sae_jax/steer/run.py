@@ -135,7 +135,8 @@ def generate_with_tokens(lm, prompts: Sequence[str], steering=None, *, chat: boo
     prompts = list(prompts)
     if not prompts:
         raise UserError("no prompts to generate from")
-    texts, batches = [], []
+    texts: list[str] = []
+    batches: list = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
         ids, mask = lm.tokenize(chunk, padding_side="left", chat=chat)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from qwen_sae_jax.errors import UserError, did_you_mean
+
+if TYPE_CHECKING:
+    from qwen_sae_jax.sae.core import SAE
 
 
 def _variant(name: str) -> str:
@@ -36,14 +39,14 @@ def _matches(hook: str, pattern: str) -> bool:
 
 
 def load_hook_saes(sources: Sequence[str], hooks: Sequence[str] | None = None,
-                   variant: str | None = None) -> dict[str, object]:
+                   variant: str | None = None) -> dict[str, SAE]:
     """``{canonical hook: SAE}`` for the SAEs at ``sources`` restricted to ``hooks`` (names, aliases or globs;
     None = all), in the order of ``hooks``."""
     from qwen_sae_jax.interop import load_saes
 
     if not sources:
         raise UserError("no SAE given: pass a training run directory or SAE folders/files")
-    found: dict[str, list[tuple[str, object]]] = {}
+    found: dict[str, list[tuple[str, SAE]]] = {}
     for source in sources:
         for name, sae in load_saes(source).items():
             if not sae.cfg.hook_name:
@@ -65,7 +68,7 @@ def load_hook_saes(sources: Sequence[str], hooks: Sequence[str] | None = None,
                 raise UserError(f"no SAE for hook {pattern!r}{did_you_mean(pattern, available)}; hooks with an SAE: "
                                 f"{', '.join(available)}")
             chosen.extend(h for h in hits if h not in chosen)
-    out = {}
+    out: dict[str, SAE] = {}
     for hook in chosen:
         items = found[hook]
         if len(items) > 1:

@@ -61,7 +61,7 @@ def process_batch_rows(mesh: Mesh, batch_size: int) -> range:
     must load itself (``jax.make_array_from_process_local_data``). Processes split the rows when the 'data' axis
     spans them; when the 'model' axis spans processes, those processes hold (and load) the same rows."""
     index = NamedSharding(mesh, P("data")).addressable_devices_indices_map((batch_size,))
-    held = {r for (rows,) in index.values() for r in range(*rows.indices(batch_size))}
+    held = {r for index_of in index.values() if index_of is not None for r in range(*index_of[0].indices(batch_size))}
     first, last = min(held), max(held)
     if len(held) != last - first + 1:
         raise UserError(f"this process's devices hold rows {sorted(held)} of the data axis, not one block; "

@@ -66,7 +66,7 @@ def make_plan(cfg: TrainConfig, num_layers: int, d_in: int, model_axis: int = 1)
     ``model`` mesh axis does not divide."""
     all_hooks = set()
     groups = []
-    seen_names = {}
+    seen_names: dict[str, int] = {}
     for i, variant in enumerate(cfg.saes):
         where = f"saes.{i}"
         patterns = variant.hooks if variant.hooks is not None else cfg.hooks

@@ -22,7 +22,7 @@ JumpReLU thresholds are trained by their gradient (pseudo-derivative) like any o
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -93,7 +93,7 @@ class Trainer:
         self.optimizers = []
         for group in plan.groups:
             self.optimizers.append(make_optimizer(cfg.saes[group.variant_index].optim, self.total_steps))
-        self._step = None
+        self._step: Callable | None = None
 
     # ------------------------------------------------------------------ state
     def _init_group(self, gi: int, group: Group, key: jax.Array, samples: jax.Array) -> GroupState:
