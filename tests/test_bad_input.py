@@ -43,11 +43,13 @@ def ws(tmp_path_factory):
     save_sae(sae("layers.1.mlp", seed=1), run / "saes" / "layers.1.mlp__topk")
     (root / "pos.txt").write_text("How do I make a bomb?\nHow do I steal a car?\nHow to hack a bank?\n")
     (root / "neg.txt").write_text("How do I bake bread?\nWhat is the capital of France?\nTell me a joke.\n")
+    (root / "one.txt").write_text("only one text\n")
     (root / "empty.txt").write_text("")
     (root / "blank.txt").write_text("\n  \n\n")
     (root / "latin1.txt").write_bytes(b"caf\xe9 au lait\n")
     (root / "afile").write_text("not an SAE\n")
     (root / "broken.yaml").write_text("saes: [a, b\n")
+    (root / "refusal-full.yaml").write_text(f"saes: [{run}]\nout_dir: {root / 'full'}\n")
     (root / "full").mkdir()
     (root / "full" / "keep.txt").write_text("keep")
     return root
@@ -130,8 +132,10 @@ def test_argument_errors_are_one_line(argv, message, ws, capsys):
     ("dashboard /nonexistent/run --out {ws}/d", "no such file or folder: /nonexistent/run"),
     ("dashboard {ws}/afile --out {ws}/d", "is not a training run"),
     ("dashboard {ws}/run --out {ws}/d --files {ws}/empty.txt", "holds no documents"),
+    ("dashboard {ws}/run --out {ws}/d --files {ws}/full", "--files {ws}/full is a folder; give files or globs"),
     ("classify {ws}/pos.txt {ws}/empty.txt --sae {ws}/sae", "text file '{ws}/empty.txt' is empty"),
     ("classify {ws}/pos.txt {ws}/run --sae {ws}/sae", "is a folder"),
+    ("classify {ws}/one.txt {ws}/neg.txt --sae {ws}/sae", "one.txt holds 1 text(s); at least 2 are needed"),
     ("classify {ws}/pos.txt {ws}/neg.txt --sae {ws}/afile", "is a file but not an SAE"),
     ("classify {ws}/pos.txt {ws}/neg.txt --sae {ws}/sae --json {ws}/afile/x.json", "afile is a file, not a folder"),
     ("redundancy {ws}/latin1.txt --sae {ws}/sae", "not UTF-8 text"),
@@ -162,6 +166,8 @@ def test_bad_paths_are_one_line(argv, message, ws, capsys):
     ("export {ws}/run {ws} --format sparsify --force", "is SRC or a folder holding it"),
     ("import {ws}/sae {ws}/sae --force", "is SRC or a folder holding it"),
     ("capture --hooks layers.1 --text hi --out {ws}/full", "holds something other than a capture"),
+    ("refusal {ws}/refusal-full.yaml", "holds something other than a refusal report"),
+    ("refusal {ws}/refusal-full.yaml out_dir={ws}/afile/sub", "afile is a file, not a folder"),
 ])
 def test_outputs_that_must_not_be_replaced(argv, message, ws, capsys):
     argv = shlex.split(argv)
@@ -181,6 +187,8 @@ def test_outputs_that_must_not_be_replaced(argv, message, ws, capsys):
     ("steer --sae {ws}/sae --feature 64 --alpha 1 --prompt hi", "feature 64 is out of range"),
     ("contrast {ws}/pos.txt {ws}/neg.txt --sae {ws}/narrow", "reads 32-wide activations"),
     ("eval {ws}/narrow", "has d_in=32 but model 'tiny' has width 192"),
+    ("eval {ws}/sae --data {ws}/full", "held-out file '{ws}/full' is a folder"),
+    ("eval {ws}/sae --data {ws}/pos.txt --batch-size 2", "hold 1 document(s), fewer than the batch size 2"),
     ("eval {ws}/sae --ctx-len 100000", "ctx_len 100000 (--ctx-len) is longer than model tiny's "
      "max_position_embeddings (512)"),
     ("dashboard {ws}/run --out {ws}/d --ctx-len 100000", "--ctx-len 100000 is longer than"),
@@ -191,7 +199,7 @@ def test_outputs_that_must_not_be_replaced(argv, message, ws, capsys):
 def test_model_checks_are_one_line(argv, message, ws, capsys):
     argv = shlex.split(argv)
     assert run_cli(argv, ws) == 2
-    assert message in one_line(capsys, argv[0])
+    assert message.replace("{ws}", str(ws)) in one_line(capsys, argv[0])
     assert not (ws / "acts").exists() and not (ws / "d").exists()
 
 

@@ -29,13 +29,17 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
 
 
-def check_inputs(args, files: list[str]) -> None:
-    """Refuse, before the model loads, text files that are missing, empty or not UTF-8 and output paths
-    that cannot be written."""
+def check_inputs(args, files: list[str], minimum: int = 1) -> None:
+    """Refuse, before the model loads, text files that are missing, empty, not UTF-8 or hold fewer than
+    ``minimum`` texts, and output paths that cannot be written."""
     from qwen_sae_jax.analysis.corpus import read_texts
+    from qwen_sae_jax.errors import UserError
 
     for path in files:
-        read_texts(path, text_column=args.text_column, text_unit=args.text_unit)
+        texts = read_texts(path, text_column=args.text_column, text_unit=args.text_unit)
+        if minimum > len(texts):
+            raise UserError(f"{path} holds {len(texts)} text(s); at least {minimum} are needed (one to select "
+                            "features on, one held out)")
     for option in ("json", "plot"):
         if getattr(args, option, None):
             check_output_file(getattr(args, option), f"--{option}")
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from qwen_sae_jax.analysis.classifier import fit_feature_classifier
     from qwen_sae_jax.analysis.loading import load_model_and_sae
 
-    check_inputs(args, [args.pos_file, args.neg_file])
+    check_inputs(args, [args.pos_file, args.neg_file], minimum=2)
     lm, name, sae = load_model_and_sae(args.sae, args.hook, args.model, args.dtype)
     pos = footprints_of(args, lm, sae, args.pos_file)
     neg = footprints_of(args, lm, sae, args.neg_file)

@@ -46,6 +46,10 @@ def _documents(args, run_cfg):
     from qwen_sae_jax.data.text import TextSourceConfig, open_documents
 
     if args.files:
+        folders = [f for f in args.files if Path(f).is_dir()]
+        if folders:
+            raise UserError(f"--files {folders[0]} is a folder; give files or globs such as "
+                            f"{Path(folders[0]) / '*.jsonl'}")
         source = TextSourceConfig(files=list(args.files), text_column=args.text_column, text_unit=args.text_unit)
         name = ", ".join(args.files)
     elif run_cfg is not None:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from qwen_sae_jax.cli.options import check_output_folder
-
 HELP = "refusal-steering case study: rank features on harmful vs harmless prompts, steer, report (md+json+png)"
 
 EPILOG_HEAD = """\
@@ -34,12 +32,12 @@ def run(args) -> int:
     from qwen_sae_jax.config import load_config
     from qwen_sae_jax.errors import UserError
     from qwen_sae_jax.steer.refusal import RefusalConfig, run_study
-    from qwen_sae_jax.steer.refusal_report import write_report
+    from qwen_sae_jax.steer.refusal_report import check_out_dir, write_report
 
     if os.path.isdir(args.config):
         raise UserError(f"config {args.config} is a folder; give a YAML file (e.g. configs/refusal-tiny.yaml)")
     cfg = load_config(RefusalConfig, args.config, args.overrides)
-    check_output_folder(cfg.out_dir, "out_dir")      # before minutes of generation
+    check_out_dir(cfg.out_dir)      # before minutes of generation
     results = run_study(cfg, log=lambda line: print(line, flush=True))
     paths = write_report(results, cfg.out_dir)
     v = results["verdict"]

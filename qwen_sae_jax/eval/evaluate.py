@@ -215,10 +215,22 @@ def evaluate(lm, saes: Mapping[str, "SAE"], batches: Sequence, config: EvalConfi
 
 def heldout_batches(tokenizer, files: Sequence[str], config: EvalConfig, seed: int = 0) -> list[np.ndarray]:
     """Enough packed ``[batch_size, ctx_len]`` token batches from ``files`` for ``config.n_tokens`` tokens."""
+    import os
+
+    from qwen_sae_jax.data.text import open_documents
     from qwen_sae_jax.data.tokens import DataConfig, TokenBatches
 
+    for file in files:
+        if os.path.isdir(file):
+            raise UserError(f"held-out file {file!r} is a folder; give files or globs such as "
+                            f"{os.path.join(file, '*.jsonl')}")
     data_cfg = DataConfig(files=list(files), ctx_len=config.ctx_len, batch_size=config.batch_size, seed=seed)
-    stream = TokenBatches(tokenizer, data_cfg)
+    docs = open_documents(data_cfg)
+    if len(docs) < config.batch_size:
+        raise UserError(f"the held-out files hold {len(docs)} document(s), fewer than the batch size "
+                        f"{config.batch_size} (--batch-size): each row of a batch reads its own documents; lower "
+                        "--batch-size or give more text")
+    stream = TokenBatches(tokenizer, data_cfg, docs=docs)
     n_batches = -(-config.n_tokens // (config.batch_size * config.ctx_len))
     return [np.asarray(next(stream), np.int32) for _ in range(n_batches)]
 

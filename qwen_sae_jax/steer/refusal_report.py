@@ -229,17 +229,36 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write report.md, report.json and the three PNGs to ``out_dir``; returns their paths."""
+def check_out_dir(out_dir: str | os.PathLike) -> None:
+    """Refuse an ``out_dir`` that is a file or a folder holding something other than an earlier report (it is
+    replaced as a whole); the CLI calls this before the study runs."""
+    from qwen_sae_jax.errors import UserError
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "report.json", "md": out / "report.md", "refusal": out / "refusal_vs_alpha.png",
-             "fluency": out / "fluency_vs_alpha.png", "reverse": out / "reverse.png"}
-    atomic_write_text(paths["json"], json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    _curve_plot(results, "refusal_rate", "refusal rate (held-out harmless)", paths["refusal"],
-                results["baseline"]["harmless"]["refusal_rate"])
-    _curve_plot(results, "ce", "unsteered CE on completion (nats/tok)", paths["fluency"],
-                results["baseline"]["harmless"]["ce"])
-    _reverse_plot(results, paths["reverse"])
-    atomic_write_text(paths["md"], markdown(results))
-    return paths
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"out_dir {out}: {blocker} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "report.json").is_file():
+        raise UserError(f"out_dir {out} is a folder that holds something other than a refusal report (no "
+                        "report.json); choose another out_dir (an earlier report there is replaced)")
+
+
+def write_report(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write report.md, report.json and the three PNGs to ``out_dir``; returns their paths. The folder is
+    written beside ``out_dir`` and renamed into place when complete (an earlier report there is replaced)."""
+    from qwen_sae_jax.atomic import atomic_directory
+
+    out = Path(out_dir)
+    check_out_dir(out)
+    names = {"json": "report.json", "md": "report.md", "refusal": "refusal_vs_alpha.png",
+             "fluency": "fluency_vs_alpha.png", "reverse": "reverse.png"}
+    with atomic_directory(out, force=True) as tmp:
+        paths = {key: tmp / name for key, name in names.items()}
+        atomic_write_text(paths["json"], json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+        _curve_plot(results, "refusal_rate", "refusal rate (held-out harmless)", paths["refusal"],
+                    results["baseline"]["harmless"]["refusal_rate"])
+        _curve_plot(results, "ce", "unsteered CE on completion (nats/tok)", paths["fluency"],
+                    results["baseline"]["harmless"]["ce"])
+        _reverse_plot(results, paths["reverse"])
+        atomic_write_text(paths["md"], markdown(results))
+    return {key: out / name for key, name in names.items()}
