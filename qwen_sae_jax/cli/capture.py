@@ -72,7 +72,7 @@ def run(args) -> int:
     texts = None if args.tokens else _texts(args)       # bad input files are refused before the model loads
     lm = load_model(args.model, dtype=args.dtype)
     names = lm.resolve_hooks(args.hooks)
-    if args.tokens:
+    if texts is None:  # --tokens
         lists = _token_lists(args)
         vocab = lm.config.vocab_size
         bad = next((t for ids in lists for t in ids if not 0 <= t < vocab), None)

@@ -306,7 +306,8 @@ def _process_blocks(mesh, batch_size: int) -> dict[int, tuple[int, int]]:
     from jax.sharding import PartitionSpec as P
     held: dict[int, set[int]] = {}
     for device, (rows,) in NamedSharding(mesh, P("data")).devices_indices_map((batch_size,)).items():
-        held.setdefault(device.process_index, set())  # type: ignore[attr-defined]  # jaxlib's Device stub lacks it.update(range(*rows.indices(batch_size)))
+        held.setdefault(device.process_index, set()).update(  # type: ignore[attr-defined]  # not in jaxlib's Device stub
+            range(*rows.indices(batch_size)))
     blocks = {p: (min(r), max(r) + 1) for p, r in sorted(held.items())}
     for p, (a, b) in blocks.items():
         if len(held[p]) != b - a:
