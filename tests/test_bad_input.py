@@ -149,6 +149,9 @@ def test_argument_errors_are_one_line(argv, message, ws, capsys):
     ("refusal {ws}/latin1.txt", "is not UTF-8 text (byte offset 3)"),
     ("refusal {ws}/pos.txt", "expected a mapping of keys for RefusalConfig"),
     ("demo --config /nonexistent.yaml", "demo config /nonexistent.yaml not found"),
+    ("demo --config {ws}/full", "demo config {ws}/full is a folder"),
+    ("demo --run-dir {ws}/full", "{ws}/full exists and is not a training run"),
+    ("demo train.total_tokens=abc", "config key 'train.total_tokens': expected an integer, got 'abc'"),
 ])
 def test_bad_paths_are_one_line(argv, message, ws, capsys):
     argv = shlex.split(argv)

@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from qwen_sae_jax.cli.train import load_train_config
     from qwen_sae_jax.train.loop import train
 
+    if Path(args.config).is_dir():
+        raise UserError(f"demo config {args.config} is a folder; give a YAML file such as configs/tiny.yaml")
     if not Path(args.config).is_file():
         raise UserError(f"demo config {args.config} not found (run from a source checkout, or pass --config)")
     cfg = load_train_config(args.config, [*args.overrides] + ([f"run_dir={args.run_dir}"] if args.run_dir else []))
