@@ -263,3 +263,24 @@ def test_atomic_file_keeps_the_old_file_on_failure(tmp_path):
             tmp.write_text("half")
             raise KeyboardInterrupt
     assert path.read_text() == "old" and os.listdir(path.parent) == ["out.json"]
+
+
+@pytest.mark.parametrize("error, line", [
+    (PermissionError(13, "Permission denied", "/x/y"), "Permission denied: /x/y"),
+    (OSError(28, "No space left on device", "/x/y"), "No space left on device: /x/y"),
+    (IsADirectoryError(21, "Is a directory", "/x"), "Is a directory: /x"),
+])
+def test_path_errors_of_the_system_are_one_line(error, line, monkeypatch, capsys):
+    """An OSError about a path the user named (no permission, disk full, a folder for a file) is one line
+    and exit 2 like a UserError; any other OSError keeps its traceback (a bug to see)."""
+    from qwen_sae_jax.cli import releases
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(releases, "run", fail)
+    assert main(["releases"]) == 2
+    assert capsys.readouterr().err.strip() == f"qwen-sae releases: error: {line}"
+    monkeypatch.setattr(releases, "run", lambda args: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+    with pytest.raises(OSError, match="Input/output error"):
+        main(["releases"])
