@@ -249,6 +249,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--tag", choices=["prompt", "reply"], default="prompt",
                    help="the expected language of a conversation: its prompt's (en) or its reply's")
+    p.add_argument("--start", default="tiny", help="model to fine-tune (and to compute features / tau on): 'tiny' or "
+                   "an HF folder, e.g. a plain-SFT run's RUN/hf that already switches")
     p.add_argument("--perf", action="store_true", help="time the SFT / SASFT step against torch instead")
     args = p.parse_args()
     if args.perf:
@@ -260,7 +262,7 @@ def main() -> None:
     from qwen_sae_jax.lm import load_model
 
     sae_dir = train_sae(out)
-    lm, sae = load_model("tiny"), load_sae(sae_dir)
+    lm, sae = load_model(args.start), load_sae(sae_dir)
     (zh_a, zh_b), (en_a, en_b) = texts("chinese"), texts("english")
     chosen, control = choose_features(lm, sae, zh_a, en_a, args.features, seed=0)
     write_features(out / "features.json", lm, sae, chosen, zh_a, en_a)
@@ -268,7 +270,7 @@ def main() -> None:
     prompts = [json.loads(line)["prompt"] for line in (HELDOUT / "harmless_prompts.jsonl").read_text().splitlines()
                if line.strip() and json.loads(line)["category"] != "translation"]
     zh_lines = [ln.strip() for t in zh_a for ln in t.splitlines() if CJK.search(ln) and "--" not in ln]
-    results = {"base": measure(Path(TINY_DIR), prompts, en_b, zh_b)}
+    results = {"base": measure(Path(lm.name if args.start != "tiny" else TINY_DIR), prompts, en_b, zh_b)}
     for seed in args.seeds:
         data = out / f"sft-data-{seed}.jsonl"
         sft_data(data, zh_lines, 2000, args.mix, set(args.zh_topics.split(",")), seed, args.tag)
@@ -279,7 +281,8 @@ def main() -> None:
                      ("random", lam, [f"sasft.features={out / 'random_features.json'}", *sas])]
         for name, lam, extra in runs:
             key = f"{name}-s{seed}" + (f"-c{lam:g}" if lam is not None else "")
-            results[key] = measure(run(out, key, data, args.steps, seed, extra), prompts, en_b, zh_b)
+            hf = run(out, key, data, args.steps, seed, [f"model.name={args.start}", *extra])
+            results[key] = measure(hf, prompts, en_b, zh_b)
             print(key, json.dumps({k: v for k, v in results[key].items() if k != "examples"}), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     summarize(results, args, len(prompts), time.time() - t0)

@@ -135,7 +135,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False, log_stream=None) -> SFTResu
     ckpt = Checkpoints(run_dir / "checkpoints", cfg.checkpoint.keep, cfg.checkpoint.async_save)
     position = DataPosition(len(data))
     config_dict = to_dict(cfg)
-    state, step = _start(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, is_main)
+    state, step, tokens = _start(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, is_main)
     logger = TrainLogger(run_dir, cfg.log, total, step, is_main, config_dict, stream=log_stream)
     logger.message(f"resumed {run_dir} from step {step}" if step else
                    f"fine-tuning {cfg.model.name} on {len(data)} conversations for {total} steps x {B}; "
@@ -146,7 +146,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False, log_stream=None) -> SFTResu
         position.step = at
         ckpt.save(at, state, {"step": at, "tokens": tokens, "config": config_dict}, position)
 
-    result = _train_steps(cfg, state, step, data, rows, mesh, step_fn, probes, schedule, logger, save)
+    result = _train_steps(cfg, state, step, tokens, data, rows, mesh, step_fn, probes, schedule, logger, save)
     ckpt.wait()
     ckpt.close()
     if result.interrupted:
@@ -160,7 +160,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False, log_stream=None) -> SFTResu
 
 
 def _start(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, is_main):
-    """``(state, step)``: fresh (params from load_model, new AdamW state) or restored from the latest checkpoint."""
+    """``(state, step, tokens seen)``: fresh (params from load_model, new AdamW state) or restored from the latest checkpoint."""
     import jax
 
     latest = ckpt.latest_step()
@@ -171,7 +171,7 @@ def _start(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, i
         if is_main:
             (run_dir / "config.yaml").write_text(dump_yaml(cfg))
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        return {"params": lm.params, "opt_state": jax.jit(opt.init, out_shardings=opt_sh)(lm.params)}, 0
+        return {"params": lm.params, "opt_state": jax.jit(opt.init, out_shardings=opt_sh)(lm.params)}, 0, 0
     diffs = config_differences(ckpt.read_meta(latest)["config"], config_dict)
     if diffs:
         raise UserError(f"the checkpoint in {run_dir} comes from a different config: {'; '.join(diffs[:5])}"
@@ -183,7 +183,7 @@ def _start(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, i
     if is_main:
         from qwen_sae_jax.train.loop import _drop_records_after
         _drop_records_after(run_dir / "metrics.jsonl", meta["step"])   # logged after the checkpoint: redone now
-    return state, meta["step"]
+    return state, meta["step"], meta["tokens"]
 
 
 @dataclasses.dataclass
@@ -196,7 +196,7 @@ class _Outcome:
     hf_dir: Path | None = None
 
 
-def _train_steps(cfg, state, step, data, rows, mesh, step_fn, probes, schedule, logger, save) -> _Outcome:
+def _train_steps(cfg, state, step, tokens, data, rows, mesh, step_fn, probes, schedule, logger, save) -> _Outcome:
     """Steps ``step .. train.steps``: log, checkpoint, stop on a signal."""
     import jax
 
@@ -204,7 +204,6 @@ def _train_steps(cfg, state, step, data, rows, mesh, step_fn, probes, schedule, 
 
     total, B = cfg.train.steps, cfg.train.batch_size
     saved, last = step, None
-    tokens = int(sum(data.mask[data.indices(s, B)].sum() for s in range(step)))   # seen before a resume
     t0, tokens0 = time.time(), tokens
     with _StopRequest() as stop:
         while step < total:
