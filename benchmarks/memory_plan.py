@@ -24,15 +24,15 @@ sys.path.insert(0, str(REPO))
 
 # name -> (devices, overrides of configs/tiny.yaml)
 CONFIGS = {
-    "24 SAEs x 8K, bf16": (1, ["hooks=[blocks.*.hook_resid_post,layers.*.mlp,layers.*.self_attn]",
-                               "saes.0.expansion_factor=null", "saes.0.d_sae=8192", "saes.0.k=32",
+    "24 SAEs x 4K, bf16": (1, ["hooks=[blocks.*.hook_resid_post,layers.*.mlp,layers.*.self_attn]",
+                               "saes.0.expansion_factor=null", "saes.0.d_sae=4096", "saes.0.k=32",
                                "model.dtype=bfloat16", "train.batch_size=1024", "buffer.size=16384",
                                "data.batch_size=16", "data.ctx_len=128"]),
     "1 SAE x 32K, f32": (1, ["hooks=[blocks.4.hook_resid_post]", "saes.0.expansion_factor=null",
                              "saes.0.d_sae=32768", "saes.0.k=50", "train.batch_size=4096", "buffer.size=32768",
                              "data.batch_size=32", "data.ctx_len=128"]),
-    "8 SAEs x 16K, 8 devices (4 x 2)": (8, ["hooks=[blocks.*.hook_resid_post]", "saes.0.expansion_factor=null",
-                                            "saes.0.d_sae=16384", "saes.0.k=32", "train.batch_size=2048",
+    "8 SAEs x 8K, 8 devices (4 x 2)": (8, ["hooks=[blocks.*.hook_resid_post]", "saes.0.expansion_factor=null",
+                                           "saes.0.d_sae=8192", "saes.0.k=32", "train.batch_size=2048",
                                             "buffer.size=32768", "data.batch_size=16", "data.ctx_len=128",
                                             "mesh.data=4", "mesh.model=2"]),
 }

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-memory", type=byte_size, metavar="SIZE",
                         help="memory of one device, e.g. 16GB or 80GiB (default: the devices' reported limit; on "
                              "CPU the host RAM divided over the local devices)")
+    parser.add_argument("--local-devices", type=int, metavar="N",
+                        help="--plan: devices per process / host, for the host parts (default: this machine's "
+                             "devices, at most --devices; e.g. 4 on a TPU v4/v5p host, 8 on an 8-GPU host)")
     parser.add_argument("--platform", choices=("cpu", "gpu", "tpu"),
                         help="--plan: the devices planned for (default: this machine's). On cpu the devices share "
                              "the host RAM, so the host parts count against it too")
@@ -79,11 +82,12 @@ def run(args: argparse.Namespace) -> int:
     if args.plan:
         from qwen_sae_jax.train.memory import report
         print(report(cfg, num_devices=args.devices, device_memory=args.device_memory,
-                     model_config_path=args.model_config, platform=args.platform))
+                     model_config_path=args.model_config, platform=args.platform,
+                     local_devices=args.local_devices))
         return 0
-    if args.devices is not None or args.model_config is not None or args.platform is not None:
+    if any(v is not None for v in (args.devices, args.model_config, args.platform, args.local_devices)):
         from qwen_sae_jax.errors import UserError
-        raise UserError("--devices, --platform and --model-config only apply with --plan (training uses the devices JAX sees "
+        raise UserError("--devices, --local-devices, --platform and --model-config only apply with --plan (training uses the devices JAX sees "
                         "and the model's own config)")
     result = train(cfg, resume=args.resume, device_memory=args.device_memory,
                    check_memory=not args.ignore_memory_plan)

@@ -18,9 +18,12 @@ Parts, per device (``Part``):
 Arrays are measured exactly (``NamedSharding(AbstractMesh).shard_shape`` of every leaf). The temporaries are
 XLA's own buffer assignment (``compiled.memory_analysis().temp_size_in_bytes``) of the real fill / step /
 evaluation functions, lowered for ONE device that holds the per-device shapes (``batch / data`` rows,
-``d_sae / model`` latents) and compiled by this machine's CPU backend: GPU and TPU compilers fuse differently,
-so those parts are estimates (checked against measured peaks in ``tests/train/test_memory.py`` and
-``benchmarks/memory_plan.py``).
+``d_sae / model`` latents), compiled by the planned platform's compiler when this machine has it (`train`'s own
+check on a TPU / GPU host), else by the CPU backend as a stand-in (a bfloat16 forward then compiled in float32:
+`_Compiler`). Those parts are estimates, checked against measured peaks in ``tests/train/test_memory.py`` and
+``benchmarks/memory_plan.py``. Known over-estimates of the stand-in: the forward is not split over 'model'
+(tensor parallelism would split its heads / MLP), and XLA:CPU expands an MoE layer's ``ragged_dot`` densely
+over all experts.
 
 The training peak is parameters + state + buffer + the larger of the two temporaries. The end of run first
 releases the optimizer state and the buffer (`train.loop`), so its peak is parameters + SAEs + evaluation.
@@ -117,12 +120,34 @@ def _bytes_per_device(tree, shardings) -> int:
                for a, s in zip(leaves, shard_leaves))
 
 
-def _temp_bytes(fn: Callable, *args, donate: tuple[int, ...] = ()) -> int:
-    """XLA's temporaries of ``fn(*args)`` (abstract args) compiled for one CPU device."""
-    cpu = jax.devices("cpu")[0]
-    with jax.default_device(cpu):
-        compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
-    return int(compiled.memory_analysis().temp_size_in_bytes)
+@dataclasses.dataclass(frozen=True)
+class _Compiler:
+    """Where the temporaries are compiled: the planned platform's own compiler when this machine has it (a
+    plan made on the TPU / GPU host itself), else the CPU backend as a stand-in. The stand-in compiles a bfloat16
+    forward in float32: XLA:CPU has no bf16 matmul and would count a float32 copy of every weight, which TPU and
+    GPU never make (activations are then counted at 4 bytes: an upper bound)."""
+    device: Any
+    stand_in: bool
+
+    @classmethod
+    def for_platform(cls, platform: str) -> "_Compiler":
+        try:
+            return cls(jax.devices(platform)[0], False)
+        except RuntimeError:
+            return cls(jax.devices("cpu")[0], True)
+
+    def forward_dtype(self, dtype):
+        return jnp.dtype(jnp.float32) if self.stand_in and jnp.dtype(dtype) == jnp.bfloat16 else jnp.dtype(dtype)
+
+    def describe(self, dtype) -> str:
+        stand_in = " in float32" if self.forward_dtype(dtype) != jnp.dtype(dtype) else ""
+        return f"XLA:{self.device.platform.upper()}{stand_in}" + (" as a stand-in" if self.stand_in else "")
+
+    def temp_bytes(self, fn: Callable, *args, donate: tuple[int, ...] = ()) -> int:
+        """XLA's temporaries of ``fn(*args)`` (abstract args) compiled for one device."""
+        with jax.default_device(self.device):
+            compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+        return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
 def mesh_shape(cfg: TrainConfig, num_devices: int) -> tuple[int, int]:
@@ -146,16 +171,15 @@ def _local_plan(plan: Plan, n_model: int) -> Plan:
     return dataclasses.replace(plan, groups=groups)
 
 
-def _model_parts(cfg: TrainConfig, model_config, mesh: AbstractMesh, act_dtype) -> tuple[Part, Any]:
+def _model_parts(cfg: TrainConfig, model_config, mesh: AbstractMesh, act_dtype) -> Part:
     from qwen_sae_jax.models import registry
     from qwen_sae_jax.models.checkpoint import abstract_params_of
     module = registry.causal_lm(model_config, act_dtype, act_dtype)
     abstract = abstract_params_of(module)
     shardings = registry.param_shardings(model_config, abstract, mesh, cfg.mesh.rules)
     n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(abstract))
-    part = Part("model parameters", _bytes_per_device(abstract, shardings),
+    return Part("model parameters", _bytes_per_device(abstract, shardings),
                 f"{n / 1e6:,.1f} M parameters in {jnp.dtype(act_dtype).name}")
-    return part, abstract
 
 
 def _state_parts(cfg: TrainConfig, plan: Plan, mesh: AbstractMesh) -> tuple[Part, Part]:
@@ -185,19 +209,23 @@ def _buffer_part(cfg: TrainConfig, plan: Plan, mesh: AbstractMesh, act_dtype, si
 
 
 # ------------------------------------------------------------------------------------------------ temporaries
-def _fill_temp(cfg: TrainConfig, plan: Plan, model_config, abstract_params, n_data: int, act_dtype) -> int:
+def _fill_temp(cfg: TrainConfig, plan: Plan, model_config, n_data: int, act_dtype, compiler: _Compiler) -> int:
     """The fill compiled at one device's share of a model batch (``data.batch_size / data`` sequences)."""
     from qwen_sae_jax.data import buffer as mixing
     from qwen_sae_jax.data.filter import init_filter_state
     from qwen_sae_jax.data.stream import ActivationStream
     from qwen_sae_jax.lm import LanguageModel
+    from qwen_sae_jax.models import registry
+    from qwen_sae_jax.models.checkpoint import abstract_params_of
     H, D = len(plan.hooks), plan.d_in
     rows_local = max(cfg.data.batch_size // n_data, 1)
     size_local = max(cfg.buffer.size // n_data, 1)
     if cfg.cache.mode == "read":
         rows = jax.ShapeDtypeStruct((H, rows_local * cfg.data.ctx_len, D), act_dtype)
         buf = jax.eval_shape(lambda: mixing.init_buffer(H, D, size_local, rows.shape[1], 1, act_dtype))
-        return _temp_bytes(ActivationStream._fill_rows, buf, rows, donate=(0,))
+        return compiler.temp_bytes(ActivationStream._fill_rows, buf, rows, donate=(0,))
+    act_dtype = compiler.forward_dtype(act_dtype)
+    abstract_params = abstract_params_of(registry.causal_lm(model_config, act_dtype, act_dtype))
     lm = LanguageModel(model_config, abstract_params, dtype=act_dtype, param_dtype=act_dtype)
     stream = ActivationStream(plan.hooks, None, lm=lm, special_ids=(0, 1, 2) if cfg.filter.special_tokens else (),
                               drop_first=cfg.filter.first_position, outlier_factor=cfg.filter.norm_outlier_factor,
@@ -206,21 +234,21 @@ def _fill_temp(cfg: TrainConfig, plan: Plan, model_config, abstract_params, n_da
     buf = jax.eval_shape(lambda: mixing.init_buffer(H, D, size_local, M, 1, act_dtype))
     fstate = jax.eval_shape(lambda: init_filter_state(H))
     tokens = jax.ShapeDtypeStruct((rows_local, cfg.data.ctx_len), jnp.int32)
-    return _temp_bytes(stream._fill_model, abstract_params, buf, fstate, tokens, donate=(1, 2))
+    return compiler.temp_bytes(stream._fill_model, abstract_params, buf, fstate, tokens, donate=(1, 2))
 
 
-def _step_temp(cfg: TrainConfig, local_plan: Plan, n_data: int, act_dtype, batch_size: int | None = None) -> int:
+def _step_temp(cfg: TrainConfig, local_plan: Plan, n_data: int, act_dtype, compiler: _Compiler) -> int:
     """The training step compiled at one device's shapes (``train.batch_size / data`` rows, local latents)."""
     from qwen_sae_jax.train.step import Trainer
-    Bt = batch_size or cfg.train.batch_size
+    Bt = cfg.train.batch_size
     trainer = Trainer(cfg, local_plan, None)
     state = trainer.abstract_state(16)
     S = max(cfg.buffer.size // 2 // Bt, 1)
     ready = jax.ShapeDtypeStruct((len(local_plan.hooks), S, max(Bt // n_data, 1), local_plan.d_in), act_dtype)
-    return _temp_bytes(trainer._step_fn, state, ready, jax.ShapeDtypeStruct((), jnp.int32), donate=(0,))
+    return compiler.temp_bytes(trainer._step_fn, state, ready, jax.ShapeDtypeStruct((), jnp.int32), donate=(0,))
 
 
-def _eval_temp(cfg: TrainConfig, local_plan: Plan, n_data: int, act_dtype) -> int:
+def _eval_temp(cfg: TrainConfig, local_plan: Plan, n_data: int, act_dtype, compiler: _Compiler) -> int:
     """One SAE's evaluation chunk (``train.batch_size / data`` rows) and one fill's captured rows."""
     from qwen_sae_jax.sae import init_sae
     from qwen_sae_jax.train.summary import chunk_sums
@@ -230,7 +258,7 @@ def _eval_temp(cfg: TrainConfig, local_plan: Plan, n_data: int, act_dtype) -> in
     worst = 0
     for group in local_plan.groups:
         sae = jax.eval_shape(lambda g=group: init_sae(g.cfg, jax.random.key(0)))
-        worst = max(worst, _temp_bytes(chunk_sums, sae, x, keep))
+        worst = max(worst, compiler.temp_bytes(chunk_sums, sae, x, keep))
     captured = len(local_plan.hooks) * (_rows_per_fill(cfg) // n_data) * local_plan.d_in * jnp.dtype(act_dtype).itemsize
     return worst + captured
 
@@ -248,18 +276,20 @@ def plan_memory(cfg: TrainConfig, model_config, num_devices: int, *, local_devic
     local = local_devices or n_data * n_model
     plan = make_plan(cfg, model_config.num_hidden_layers, model_config.hidden_size, n_model)
     act_dtype = jnp.dtype(cfg.model.dtype)
-    model_part, abstract = _model_parts(cfg, model_config, mesh, act_dtype)
+    model_part = _model_parts(cfg, model_config, mesh, act_dtype)
     if cfg.cache.mode == "read":
         model_part = dataclasses.replace(model_part, bytes=0, note="not loaded: training reads the cache")
     sae_part, opt_part = _state_parts(cfg, plan, mesh)
     buffer_part = _buffer_part(cfg, plan, mesh, act_dtype)
     local_plan = _local_plan(plan, n_model)
     fill = step = evaluation = 0
+    compiler = _Compiler.for_platform(platform)
     if temporaries:
-        fill = _fill_temp(cfg, plan, model_config, abstract, n_data, act_dtype)
-        step = _step_temp(cfg, local_plan, n_data, act_dtype)
-        evaluation = _eval_temp(cfg, local_plan, n_data, act_dtype)
-    sizing = _sizing(cfg, plan, local_plan, mesh, n_data, act_dtype, step if temporaries else None, buffer_part)
+        fill = _fill_temp(cfg, plan, model_config, n_data, act_dtype, compiler)
+        step = _step_temp(cfg, local_plan, n_data, act_dtype, compiler)
+        evaluation = _eval_temp(cfg, local_plan, n_data, act_dtype, compiler)
+    sizing = _sizing(cfg, plan, local_plan, mesh, n_data, act_dtype, step if temporaries else None, buffer_part,
+                     compiler)
     staging = local * (sae_part.bytes + opt_part.bytes + buffer_part.bytes)
     if process_bytes is None:
         process_bytes = current_rss()
@@ -267,16 +297,17 @@ def plan_memory(cfg: TrainConfig, model_config, num_devices: int, *, local_devic
         n_data=n_data, n_model=n_model, local_devices=local, platform=platform, model_params=model_part,
         sae_params=sae_part, optimizer=opt_part, buffer=buffer_part,
         fill=Part("fill temporaries", fill, f"forward + captured activations of {cfg.data.batch_size // n_data} "
-                                            f"x {cfg.data.ctx_len} tokens (XLA, CPU backend)"),
+                                            f"x {cfg.data.ctx_len} tokens ({compiler.describe(act_dtype)})"),
         step=Part("step temporaries", step, "one SAE's pre-activations, gradients and update at a time "
-                                            "(XLA, CPU backend)"),
+                                            f"({compiler.describe(jnp.float32)})"),
         evaluation=Part("end-of-run evaluation", evaluation, "one fill's captured rows + one SAE's chunk (XLA)"),
         checkpoint_staging=Part("checkpoint staging (host)", staging, "host copy of the saved state, per process"),
         process=Part("process (host)", process_bytes, "the Python process itself"),
         sizing=sizing)
 
 
-def _sizing(cfg, plan, local_plan, mesh, n_data, act_dtype, step: int | None, buffer_part: Part) -> dict[str, Any]:
+def _sizing(cfg, plan, local_plan, mesh, n_data, act_dtype, step: int | None, buffer_part: Part,
+            compiler: _Compiler) -> dict[str, Any]:
     """What `largest_fitting` extrapolates from: the buffer's bytes per row, and the step compiled with half
     the largest group (skipped when ``step`` is None: no temporaries)."""
     Bt = cfg.train.batch_size
@@ -288,7 +319,8 @@ def _sizing(cfg, plan, local_plan, mesh, n_data, act_dtype, step: int | None, bu
     if step is not None and half_group < n:
         halved = dataclasses.replace(group, hooks=group.hooks[:half_group], rows=group.rows[:half_group])
         groups = local_plan.groups[:gi] + (halved,) + local_plan.groups[gi + 1:]
-        step_half_group = _step_temp(cfg, dataclasses.replace(local_plan, groups=groups), n_data, act_dtype)
+        step_half_group = _step_temp(cfg, dataclasses.replace(local_plan, groups=groups), n_data, act_dtype,
+                                     compiler)
     more_rows = _buffer_part(cfg, plan, mesh, act_dtype, cfg.buffer.size + 2 * Bt).bytes - buffer_part.bytes
     return {"batch_size": Bt, "buffer_size": cfg.buffer.size, "buffer_bytes_per_row": more_rows / (2 * Bt),
             "num_saes": plan.num_saes, "largest_group": n, "half_group": half_group,
@@ -405,14 +437,17 @@ def model_config_of(name: str, config_path: str | None = None):
 
 
 def report(cfg: TrainConfig, *, num_devices: int | None = None, device_memory: int | None = None,
-           model_config_path: str | None = None, platform: str | None = None) -> str:
+           model_config_path: str | None = None, platform: str | None = None,
+           local_devices: int | None = None) -> str:
     """`qwen-sae train --plan`: the full plan as text (``platform``: planned devices, default this machine's)."""
     planned = platform
     platform = platform or jax.local_devices()[0].platform
     if num_devices is not None and num_devices < 1:
         raise UserError(f"--devices must be >= 1, got {num_devices}")
     n = num_devices or jax.device_count()
-    local = min(jax.local_device_count(), n)
+    if local_devices is not None and not 1 <= local_devices <= n:
+        raise UserError(f"--local-devices must be in [1, --devices={n}], got {local_devices}")
+    local = local_devices or min(jax.local_device_count(), n)
     source = "--device-memory"
     if device_memory is None and planned not in (None, jax.local_devices()[0].platform):
         raise UserError(f"--platform {planned} needs --device-memory (this machine has no {planned} devices)")
