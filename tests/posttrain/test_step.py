@@ -75,3 +75,28 @@ def test_bfloat16_compute(tiny_model, data, one_device):
     got, params, _ = run_steps(tiny_model, data, MeshConfig(data=1, model=1), dtype="bfloat16")
     assert jax.tree.leaves(params)[0].dtype == jnp.bfloat16
     np.testing.assert_allclose(got, want, rtol=3e-2)
+
+
+@pytest.mark.slow
+def test_qwen3_5_hybrid_model_fine_tunes_on_a_mesh(tmp_path):
+    """Any family load_model reads: a tiny random Qwen3.5 (Gated DeltaNet + full attention) on a 2 x 2 mesh."""
+    from qwen_sae_jax.lm import load_model
+    from tests.models.qwen3_5.hf_reference import build_hf
+
+    _, path = build_hf(tmp_path)
+    mesh = make_mesh(MeshConfig(data=2, model=2))
+    lm = load_model(str(path), mesh=mesh)
+    opt = make_optimizer(SFTOptimConfig(lr=3e-3, warmup_steps=0, decay="constant"), 4)
+    param_sh, opt_sh = state_shardings(lm.params, opt, mesh)
+    step = make_step(make_loss(lm), opt, param_sh, opt_sh, mesh)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, lm.config.vocab_size, size=(4, 16)).astype(np.int32)
+    batch = Batch(ids, np.ones_like(ids), np.ones(ids.shape, bool), np.zeros(4, np.int32))
+    params, opt_state = lm.params, jax.jit(opt.init, out_shardings=opt_sh)(lm.params)
+    losses = []
+    for _ in range(4):
+        params, opt_state, m = step(params, opt_state, batch, ())
+        losses.append(float(m["loss"]))
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(param_sh)):
+        assert p.sharding == s
