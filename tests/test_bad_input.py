@@ -284,3 +284,21 @@ def test_path_errors_of_the_system_are_one_line(error, line, monkeypatch, capsys
     monkeypatch.setattr(releases, "run", lambda args: (_ for _ in ()).throw(OSError(5, "Input/output error")))
     with pytest.raises(OSError, match="Input/output error"):
         main(["releases"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hooks=[]", "hooks is an empty list"),
+    ("alphas=[]", "alphas must list at least one steering strength"),
+    ("alphas=[nan]", "config key 'alphas.0': expected a finite number, got 'nan'"),
+    ("window=0", "window must be >= 1"),
+    ("top_features=abc", "config key 'top_features': expected an integer, got 'abc'"),
+    ("batch_size=0", "batch_size must be >= 1, got 0"),
+    ("prompts.rank_fraction=1", "prompts.rank_fraction must be in (0, 1)"),
+    ("bogus=1", "unknown config key 'bogus'"),
+])
+def test_refusal_config_values_are_one_line(override, message, ws, capsys):
+    """Out-of-range and empty values of the refusal config are refused when it loads, before any SAE or
+    model is read."""
+    assert main(["refusal", str(ws / "refusal-full.yaml"), f"out_dir={ws / 'r'}", override]) == 2
+    assert message in one_line(capsys, "refusal")
+    assert not (ws / "r").exists()

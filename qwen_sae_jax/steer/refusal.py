@@ -106,6 +106,10 @@ class RefusalConfig:
             raise UserError("random_controls and examples must be >= 0")
         if not self.alphas:
             raise UserError("alphas must list at least one steering strength")
+        if self.hooks is not None and not self.hooks:
+            raise UserError("hooks is an empty list: name hook points (or null for every hook with an SAE)")
+        if self.window is not None and self.window < 1:
+            raise UserError(f"window must be >= 1 (or null for the whole completion), got {self.window}")
         if any(n < 1 for n in self.reverse_ablate):
             raise UserError(f"reverse_ablate entries must be >= 1, got {self.reverse_ablate}")
 
