@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/sasft.py [--out runs/bench-sasft] [--steps 80] [--coefficient 1.0] [--seeds 0]
 
-1. SAE: one TopK SAE (k 32, d_sae 1536) on the residual stream after layer 2 (``layers.2``), trained with
-   `qwen-sae train` machinery on the tiny model's held-out text (configs/tiny.yaml's data).
+1. SAE: one TopK SAE (k 32, d_sae 1536) per ``--hooks`` entry (default the residual stream after layer 2,
+   ``layers.2``), trained with `qwen-sae train` machinery on the tiny model's held-out text (configs/tiny.yaml's
+   data).
 2. Language features: `steer.contrast.rank_features` of Chinese vs English text (first halves of the held-out
    chinese / english files), latents averaged over each text's tokens; the top ``--features`` by mean_diff are
    Chinese features, the bottom ones English features. tau(f, l) from the same texts (`language_tau`).
@@ -54,48 +55,60 @@ def texts(name: str) -> tuple[list[str], list[str]]:
     return rows[:len(rows) // 2], rows[len(rows) // 2:]
 
 
-def train_sae(out: Path) -> str:
+def train_saes(out: Path, hooks: list[str]) -> dict[str, str]:
+    """{hook: SAE folder}: one TopK SAE per hook, trained together (reused when the folders exist)."""
     from qwen_sae_jax.train.config import TrainConfig
     from qwen_sae_jax.train.loop import train
 
-    folder = out / "sae" / "saes" / f"{HOOK}__topk-k32"
-    if not folder.exists():
+    folders = {h: out / "sae" / "saes" / f"{h}__topk-k32" for h in hooks}
+    if not all(f.exists() for f in folders.values()):
         cfg = load_config(TrainConfig, "configs/tiny.yaml", [
-            f"run_dir={out / 'sae'}", f"hooks=[{HOOK}]", "train.total_tokens=300000", "eval.tokens=2048",
-            "saes.0.optim.decay_steps=100", "log.every=100", "log.progress=lines"])
+            f"run_dir={out / 'sae'}", f"hooks=[{', '.join(hooks)}]", "train.total_tokens=300000",
+            "eval.tokens=2048", "saes.0.optim.decay_steps=100", "log.every=100", "log.progress=lines"])
         train(cfg)
-    return str(folder)
+    return {h: str(f) for h, f in folders.items()}
 
 
-def choose_features(lm, sae, zh: list[str], en: list[str], n: int, seed: int) -> tuple[list, list]:
-    """(language features, random control features of matched firing rate): [(feature, language)]."""
-    from qwen_sae_jax.steer.contrast import rank_features
-
-    c = rank_features(lm, {HOOK: sae}, zh, en, max_tokens=64)[HOOK]["mean"]
-    chosen = [(int(f), "zh") for f in c.ranking("mean_diff")[:n]] + \
-             [(int(f), "en") for f in c.ranking("mean_diff", sign=-1)[:n]]
-    rate = (c.pos.rate["mean"] + c.neg.rate["mean"]) / 2                  # [d_sae]
-    taken = {f for f, _ in chosen}
-    rng = np.random.default_rng(seed)
-    control = []
+def _matched_controls(rate: np.ndarray, chosen: list, rng) -> list:
+    """For each (feature, language): an unchosen feature among the 5 of closest firing rate, same language."""
+    taken, control = {f for f, _ in chosen}, []
     for f, lang in chosen:
         free = np.asarray([g for g in range(rate.size) if g not in taken])
-        near = free[np.argsort(np.abs(rate[free] - rate[f]))[:5]]         # 5 closest rates, one at random
-        g = int(rng.choice(near))
+        g = int(rng.choice(free[np.argsort(np.abs(rate[free] - rate[f]))[:5]]))
         taken.add(g)
         control.append((g, lang))
+    return control
+
+
+def choose_features(lm, saes: dict, zh: list[str], en: list[str], n: int, seed: int) -> tuple[list, list]:
+    """(language features, random control features of matched firing rate): [(hook, feature, language)]."""
+    from qwen_sae_jax.steer.contrast import rank_features
+
+    ranked = rank_features(lm, saes, zh, en, max_tokens=64)
+    rng = np.random.default_rng(seed)
+    chosen, control = [], []
+    for hook in saes:
+        c = ranked[hook]["mean"]
+        mine = [(int(f), "zh") for f in c.ranking("mean_diff")[:n]] + \
+               [(int(f), "en") for f in c.ranking("mean_diff", sign=-1)[:n]]
+        rate = (c.pos.rate["mean"] + c.neg.rate["mean"]) / 2                  # [d_sae]
+        chosen += [(hook, f, lang) for f, lang in mine]
+        control += [(hook, f, lang) for f, lang in _matched_controls(rate, mine, rng)]
     return chosen, control
 
 
-def write_features(path: Path, lm, sae, feats: list, zh: list[str], en: list[str]) -> None:
+def write_features(path: Path, lm, saes: dict, feats: list, zh: list[str], en: list[str]) -> None:
     from qwen_sae_jax.posttrain.features import FeatureSet, LanguageFeature, write_features
     from qwen_sae_jax.posttrain.sasft import build_probes, language_tau
 
-    fs = FeatureSet(["en", "zh"], [LanguageFeature(HOOK, f, lang) for f, lang in feats])
-    probes = build_probes(lm, {"s": sae}, fs, [HOOK], tau={HOOK: np.zeros((len(feats), 2))})
-    tau = language_tau(lm, probes, {"en": en, "zh": zh}, ["en", "zh"], max_tokens=16384, ctx_len=64)[HOOK]
-    for row, t in zip(fs.features, tau):
-        row.tau = {"en": float(t[0]), "zh": float(t[1])}
+    fs = FeatureSet(["en", "zh"], [LanguageFeature(h, f, lang) for h, f, lang in feats])
+    hooks = list(saes)
+    zeros = {h: np.zeros((sum(r.hook == h for r in fs.features), 2)) for h in hooks}
+    probes = build_probes(lm, saes, fs, hooks, tau=zeros)
+    tau = language_tau(lm, probes, {"en": en, "zh": zh}, ["en", "zh"], max_tokens=16384, ctx_len=64)
+    for h in hooks:
+        for row, t in zip([r for r in fs.features if r.hook == h], tau[h]):
+            row.tau = {"en": float(t[0]), "zh": float(t[1])}
     write_features(path, fs)
 
 
@@ -251,6 +264,7 @@ def main() -> None:
                    help="the expected language of a conversation: its prompt's (en) or its reply's")
     p.add_argument("--start", default="tiny", help="model to fine-tune (and to compute features / tau on): 'tiny' or "
                    "an HF folder, e.g. a plain-SFT run's RUN/hf that already switches")
+    p.add_argument("--hooks", nargs="+", default=[HOOK], help="SAE hooks (one SAE each)")
     p.add_argument("--perf", action="store_true", help="time the SFT / SASFT step against torch instead")
     args = p.parse_args()
     if args.perf:
@@ -261,12 +275,13 @@ def main() -> None:
     from qwen_sae_jax.interop import load_sae
     from qwen_sae_jax.lm import load_model
 
-    sae_dir = train_sae(out)
-    lm, sae = load_model(args.start), load_sae(sae_dir)
+    sae_dirs = train_saes(out, args.hooks)
+    lm = load_model(args.start)
+    saes = {h: load_sae(d) for h, d in sae_dirs.items()}
     (zh_a, zh_b), (en_a, en_b) = texts("chinese"), texts("english")
-    chosen, control = choose_features(lm, sae, zh_a, en_a, args.features, seed=0)
-    write_features(out / "features.json", lm, sae, chosen, zh_a, en_a)
-    write_features(out / "random_features.json", lm, sae, control, zh_a, en_a)
+    chosen, control = choose_features(lm, saes, zh_a, en_a, args.features, seed=0)
+    write_features(out / "features.json", lm, saes, chosen, zh_a, en_a)
+    write_features(out / "random_features.json", lm, saes, control, zh_a, en_a)
     prompts = [json.loads(line)["prompt"] for line in (HELDOUT / "harmless_prompts.jsonl").read_text().splitlines()
                if line.strip() and json.loads(line)["category"] != "translation"]
     zh_lines = [ln.strip() for t in zh_a for ln in t.splitlines() if CJK.search(ln) and "--" not in ln]
@@ -276,7 +291,7 @@ def main() -> None:
         sft_data(data, zh_lines, 2000, args.mix, set(args.zh_topics.split(",")), seed, args.tag)
         runs = [("sft", None, [])]
         for lam in args.coefficients:
-            sas = [f"sasft.saes=[{sae_dir}]", f"sasft.coefficient={lam}", f"sasft.layers=[{HOOK}]"]
+            sas = [f"sasft.saes=[{', '.join(sae_dirs.values())}]", f"sasft.coefficient={lam}"]
             runs += [("sasft", lam, [f"sasft.features={out / 'features.json'}", *sas]),
                      ("random", lam, [f"sasft.features={out / 'random_features.json'}", *sas])]
         for name, lam, extra in runs:
@@ -293,7 +308,8 @@ def summarize(results: dict, args, n_prompts: int, seconds: float) -> None:
         tail = f"-c{lam:g}" if lam is not None else ""
         return float(np.mean([results[f"{name}-s{s}{tail}"][key] for s in args.seeds]))
 
-    print(f"{n_prompts} held-out English prompts; features {args.features}/language; {args.steps} steps; "
+    print(f"{n_prompts} held-out English prompts; hooks {args.hooks}; features {args.features}/language/hook; "
+          f"{args.steps} steps; "
           f"seeds {args.seeds}; {seconds:.0f} s")
     print("run            cs_greedy  cs_sampled  zh_tok_greedy  zh_tok_sampled  ce_en   ce_zh")
     rows = [("base", None)] + [("sft", None)] + [(n, lam) for lam in args.coefficients for n in ("sasft", "random")]
