@@ -25,7 +25,8 @@ AdamW + clipping) against a plain transformers + torch AdamW step on the same mo
 and the SASFT step (16 + 16 features at layers.2) against the plain one. Last line: ``sft_step: ours_tok_s=X
 torch_tok_s=Y speedup=Z sasft_overhead=W``.
 
-Same data, steps and seed for every run: plain SFT, then SASFT and the random control at each lambda of
+Runs whose ``RUN/hf`` already exists under ``--out`` are reused (a rerun only measures): use a fresh ``--out``
+per setting. Same data, steps and seed for every run: plain SFT, then SASFT and the random control at each lambda of
 ``--coefficients``. Last line, for the first lambda: ``sasft: sft_cs=X sasft_cs=Y random_cs=Z ce_en_rel=A
 ce_zh_rel=B`` (greedy code-switching rates, mean over seeds; held-out CE of SASFT relative to plain SFT).
 """
