@@ -93,7 +93,7 @@ def test_qwen35_presets_are_the_qwen_scope_releases(name):
 PLAN_COMMAND = re.compile(
     r"qwen-sae train configs/(?P<preset>[\w.-]+)\.yaml(?P<overrides>(?: [\w.]+=\S+)*) --plan --platform "
     r"(?P<platform>tpu|gpu) --devices (?P<devices>\d+) --device-memory (?P<memory>\S+) "
-    r"--model-config configs/models/(?P<model>[\w.-]+\.json)")
+    r"(?:--local-devices (?P<local>\d+) )?--model-config configs/models/(?P<model>[\w.-]+\.json)")
 
 
 def _documented_plans() -> dict[str, re.Match]:
@@ -120,7 +120,7 @@ def test_preset_arrays_fit_its_documented_slice(path):
     assert REPO / "configs" / "models" / doc["model"] == _model_json(cfg.model.name)
     model = _model_config(cfg.model.name)
     plan = plan_memory(cfg, model, int(doc["devices"]), temporaries=False, platform=doc["platform"],
-                       process_bytes=0)
+                       local_devices=int(doc["local"]) if doc["local"] else None, process_bytes=0)
     memory = byte_size(doc["memory"])
     assert plan.n_data * plan.n_model == int(doc["devices"])      # every device used
     assert plan.training_peak <= 0.7 * memory, (
