@@ -31,9 +31,9 @@ CONFIGS = {
     "1 SAE x 32K, f32": (1, ["hooks=[blocks.4.hook_resid_post]", "saes.0.expansion_factor=null",
                              "saes.0.d_sae=32768", "saes.0.k=50", "train.batch_size=4096", "buffer.size=32768",
                              "data.batch_size=32", "data.ctx_len=128"]),
-    "8 SAEs x 8K, 8 devices (4 x 2)": (8, ["hooks=[blocks.*.hook_resid_post]", "saes.0.expansion_factor=null",
-                                           "saes.0.d_sae=8192", "saes.0.k=32", "train.batch_size=2048",
-                                            "buffer.size=32768", "data.batch_size=16", "data.ctx_len=128",
+    "8 SAEs x 4K, 8 devices (4 x 2)": (8, ["hooks=[blocks.*.hook_resid_post]", "saes.0.expansion_factor=null",
+                                           "saes.0.d_sae=4096", "saes.0.k=32", "train.batch_size=2048",
+                                           "buffer.size=16384", "data.batch_size=16", "data.ctx_len=128",
                                             "mesh.data=4", "mesh.model=2"]),
 }
 STEPS = 6
@@ -85,7 +85,11 @@ def measure(name: str, overrides: list[str]) -> float:
     cmd = [sys.executable, "-m", "qwen_sae_jax.cli", "train", str(REPO / "configs" / "tiny.yaml"), *overrides,
            "--ignore-memory-plan"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:          # interrupted: never leave a multi-GB training process behind
+        proc.kill()
+        raise
     err = proc.stderr.read()
     if status != 0:
         raise SystemExit(f"{name}: train failed ({status}):\n{err[-2000:]}")

@@ -195,6 +195,17 @@ def _state_parts(cfg: TrainConfig, plan: Plan, mesh: AbstractMesh) -> tuple[Part
             Part("optimizer state", opt, "Adam moments + counts, dead-latent counters"))
 
 
+def _saved_bytes(cfg: TrainConfig, plan: Plan, act_dtype) -> int:
+    """Bytes of what a checkpoint saves (every SAE's state and the buffer), each array once: orbax writes
+    every shard once over the job, so a process stages about its share of this on the host."""
+    from qwen_sae_jax.data import buffer as mixing
+    from qwen_sae_jax.train.step import Trainer
+    state = Trainer(cfg, plan, None).abstract_state(16)
+    H, D, Bt = len(plan.hooks), plan.d_in, cfg.train.batch_size
+    buffer = jax.eval_shape(lambda: mixing.init_buffer(H, D, cfg.buffer.size, _rows_per_fill(cfg), Bt, act_dtype))
+    return sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves((state, buffer)))
+
+
 def _rows_per_fill(cfg: TrainConfig) -> int:
     return cfg.data.batch_size * cfg.data.ctx_len
 
@@ -290,7 +301,7 @@ def plan_memory(cfg: TrainConfig, model_config, num_devices: int, *, local_devic
         evaluation = _eval_temp(cfg, local_plan, n_data, act_dtype, compiler)
     sizing = _sizing(cfg, plan, local_plan, mesh, n_data, act_dtype, step if temporaries else None, buffer_part,
                      compiler)
-    staging = local * (sae_part.bytes + opt_part.bytes + buffer_part.bytes)
+    staging = -(-_saved_bytes(cfg, plan, act_dtype) * local // (n_data * n_model))
     if process_bytes is None:
         process_bytes = current_rss()
     return MemoryPlan(
@@ -300,8 +311,10 @@ def plan_memory(cfg: TrainConfig, model_config, num_devices: int, *, local_devic
                                             f"x {cfg.data.ctx_len} tokens ({compiler.describe(act_dtype)})"),
         step=Part("step temporaries", step, "one SAE's pre-activations, gradients and update at a time "
                                             f"({compiler.describe(jnp.float32)})"),
-        evaluation=Part("end-of-run evaluation", evaluation, "one fill's captured rows + one SAE's chunk (XLA)"),
-        checkpoint_staging=Part("checkpoint staging (host)", staging, "host copy of the saved state, per process"),
+        evaluation=Part("end-of-run evaluation", evaluation, "one fill's captured rows + one SAE's chunk "
+                                                             f"({compiler.describe(jnp.float32)})"),
+        checkpoint_staging=Part("checkpoint staging (host)", staging, "this process's share of the saved state, "
+                                                                     "copied to host RAM while orbax writes"),
         process=Part("process (host)", process_bytes, "the Python process itself"),
         sizing=sizing)
 
