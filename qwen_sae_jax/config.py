@@ -157,6 +157,7 @@ def _fail(path: str, msg: str) -> UserError:
     return UserError(f"config key {path!r}: {msg}" if path else f"config: {msg}")
 
 
+# long: one branch per kind of annotation the configs use (optional, union, literal, list, dict, dataclass, scalar)
 def _convert(value: Any, tp: Any, path: str) -> Any:
     """Convert a YAML value to the annotated type ``tp`` (strict; raises UserError naming ``path``)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)

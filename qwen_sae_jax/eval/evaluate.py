@@ -113,6 +113,7 @@ def joint_groups(saes: Mapping[str, "SAE"]) -> dict[str, list[str]]:
     return groups
 
 
+# long: two passes over the batches that share their accumulators and compiled functions
 def evaluate(lm, saes: Mapping[str, "SAE"], batches: Sequence, config: EvalConfig = EvalConfig(),
              special_ids: Iterable[int] = ()) -> EvalResults:
     """Evaluate ``{name: SAE}`` on ``batches`` (each ``input_ids [B, T]`` or ``(input_ids, attention_mask)``)."""

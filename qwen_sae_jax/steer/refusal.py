@@ -165,6 +165,7 @@ def split_prompts(prompts: list[str], fraction: float, seed: int, max_prompts: i
 
 
 # ------------------------------------------------------------------------------------------ the study
+# long: the study's steps in the order they run (model, features, sweeps, controls, report)
 def run_study(cfg: RefusalConfig, log: Callable[[str], None] = print) -> dict:
     """Run the whole study; returns the JSON-serialisable results (see `refusal_report.write_report`)."""
     from qwen_sae_jax.lm import load_model

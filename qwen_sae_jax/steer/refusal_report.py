@@ -115,6 +115,7 @@ def _quote(text: str, limit: int = 160) -> str:
     return "`" + (text[:limit] + ("…" if len(text) > limit else "")).replace("`", "'") + "`" if text else "*(empty)*"
 
 
+# long: one document template, read top to bottom like the report it writes
 def markdown(results: dict) -> str:
     cfg, base = results["config"], results["baseline"]
     v = results["verdict"]

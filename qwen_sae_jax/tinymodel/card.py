@@ -75,6 +75,7 @@ def _rebuild_flags(train: dict, family: str) -> str:
     return flags
 
 
+# long: the model card's template, read top to bottom like the card it writes
 def render_card(report: dict, train: dict | None, corpus_stats: dict | None, seed: int) -> str:
     s = report["summary"]
     cfg = report["config"]

@@ -231,6 +231,7 @@ def _atomic_write(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
+# long: the pre-training loop with its resume, logging, held-out evaluation and time budget in order
 def train(work_dir: Path, streams: dict[str, np.ndarray], heldout: dict[str, np.ndarray], shape: ModelShape,
           cfg: TrainConfig, eos_token_ids: tuple[int, ...], pad_token_id: int, log=print, stop_at_step: int = 0,
           base_params=None, chat_ids: ChatTokenIds | None = None):
