@@ -38,7 +38,7 @@ class SFTResult:
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
+    out: dict = {}
     for k, v in d.items():
         out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
@@ -54,7 +54,7 @@ def config_differences(saved: dict, now: dict) -> list[str]:
 
 def _probes(cfg: SFTConfig, lm):
     """``(languages, probes)`` of the SASFT config (empty without one)."""
-    if not cfg.sasft.enabled:
+    if cfg.sasft.features is None:
         return None, ()
     from qwen_sae_jax.data.text import TextSourceConfig, open_documents
     from qwen_sae_jax.interop import load_sae

@@ -20,7 +20,7 @@ language is not l(b)::
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import flax.struct
 import jax
@@ -29,6 +29,9 @@ import numpy as np
 
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.posttrain.features import FeatureSet
+
+if TYPE_CHECKING:
+    from qwen_sae_jax.sae import SAE
 
 
 @flax.struct.dataclass
@@ -68,7 +71,7 @@ def sasft_term(acts: jax.Array, probe: LanguageProbe, reply: jax.Array, language
     return jnp.sum(excess) / jnp.maximum(jnp.sum(pairs), 1)
 
 
-def check_features(lm, saes: Mapping[str, object], features: FeatureSet, layers: Sequence[str] | None) -> list[str]:
+def check_features(lm, saes: Mapping[str, "SAE"], features: FeatureSet, layers: Sequence[str] | None) -> list[str]:
     """The hooks to use (canonical names); one UserError per problem: a hook the model lacks or no SAE reads,
     an SAE that does not fit the model, a feature index outside its SAE."""
     from qwen_sae_jax.lm import check_saes_fit
@@ -97,7 +100,7 @@ def check_features(lm, saes: Mapping[str, object], features: FeatureSet, layers:
     return chosen
 
 
-def build_probes(lm, saes: Mapping[str, object], features: FeatureSet, hooks: Sequence[str],
+def build_probes(lm, saes: Mapping[str, "SAE"], features: FeatureSet, hooks: Sequence[str],
                  tau: Mapping[str, np.ndarray] | None = None) -> tuple[LanguageProbe, ...]:
     """One probe per hook; ``tau`` ({hook: [F, L]}) overrides the file's values (needed when it has none)."""
     by_hook = {sae.cfg.hook_name: sae for sae in saes.values()}
@@ -108,7 +111,7 @@ def build_probes(lm, saes: Mapping[str, object], features: FeatureSet, hooks: Se
         if tau is not None:
             t = np.asarray(tau[hook], np.float64)
         elif features.has_tau:
-            t = np.asarray([[f.tau[lang] for lang in features.languages] for f in mine])
+            t = np.asarray([[f.tau[lang] for lang in features.languages] for f in mine if f.tau is not None])
         else:
             raise UserError("the features file has no tau and none was computed: set sasft.tau_files")
         lang = np.asarray([features.languages.index(f.language) for f in mine], np.int32)

@@ -36,10 +36,12 @@ REMAT: dict[str, Callable | None] = {
 
 @flax.struct.dataclass
 class Batch:
-    ids: jax.Array        # [B, T] int32
-    mask: jax.Array       # [B, T] int32 (1 = token)
-    reply: jax.Array      # [B, T] bool
-    language: jax.Array   # [B] int32 (reply language index; -1 without SASFT)
+    """One global batch (arrays), or the shardings of one (`batch_sharding`)."""
+
+    ids: Any         # [B, T] int32
+    mask: Any        # [B, T] int32 (1 = token)
+    reply: Any       # [B, T] bool
+    language: Any    # [B] int32 (reply language index; -1 without SASFT)
 
 
 def make_optimizer(cfg: SFTOptimConfig, total_steps: int) -> optax.GradientTransformation:
