@@ -127,15 +127,26 @@ def test_sasft_run_logs_its_term(tiny_model, chat_file, sae_dir, tau_files, tmp_
     features = tmp_path / "features.json"
     features.write_text(json.dumps(feature_rows(tau=False)))                # tau computed from tau_files
     cfg = write_config(tmp_path, tiny_model, chat_file, "sasft", train={"steps": 2, "batch_size": 4},
-                       export={"hf": False},
+                       export={"hf": False}, log={"every": 1, "progress": "lines", "tensorboard": True},
                        sasft={"features": str(features), "saes": [sae_dir], "coefficient": 0.5,
                               "tau_files": tau_files})
     assert main(["sft", str(cfg)]) == 0
-    assert "SASFT on layers.1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "SASFT on layers.1" in err and "step 2/2 (100%)" in err and "| sasft " in err
     records = [json.loads(line) for line in (tmp_path / "sasft" / "metrics.jsonl").read_text().splitlines()]
     for r in records:
         assert r["sasft"] > 0
         np.testing.assert_allclose(r["loss"], r["ce"] + 0.5 * r["sasft"], rtol=1e-5)
+    # the same terms in TensorBoard, at their steps
+    from tensorboardX.proto.event_pb2 import Event
+
+    from tests.train.test_logs import _tfrecords
+    (events,) = (tmp_path / "sasft" / "tensorboard").glob("events.out.tfevents.*")
+    scalars = {(v.tag, e.step): v.simple_value for e in map(Event.FromString, _tfrecords(events))
+               for v in e.summary.value}
+    for r in records:
+        assert scalars[("ce", r["step"])] == pytest.approx(r["ce"]) and \
+            scalars[("sasft", r["step"])] == pytest.approx(r["sasft"])
 
 
 @pytest.mark.parametrize("override, match", [
