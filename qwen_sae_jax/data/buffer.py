@@ -19,7 +19,7 @@ from __future__ import annotations
 import flax.struct
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AbstractMesh, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 
@@ -29,7 +29,7 @@ class MixingBuffer(flax.struct.PyTreeNode):
     ready: jax.Array   # [H, S, Bt, D]
 
 
-def buffer_shardings(mesh: Mesh) -> MixingBuffer:
+def buffer_shardings(mesh: Mesh | AbstractMesh) -> MixingBuffer:
     """The buffer's shardings as a pytree of its structure (a NamedSharding where each array goes)."""
     return MixingBuffer(pool=NamedSharding(mesh, P(None, "data", None)),  # type: ignore[arg-type]
                         count=NamedSharding(mesh, P()),  # type: ignore[arg-type]

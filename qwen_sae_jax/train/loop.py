@@ -21,7 +21,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, overload
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class RunResult:
     stopped_by: int | None = None     # the signal number when interrupted
 
 
-class _Every:
+class _Every(Sequence):
     """Lazy views of a document sequence: every ``k``-th document (held out) or all the others."""
 
     def __init__(self, docs: Sequence[Any], k: int, held_out: bool):
@@ -56,7 +56,14 @@ class _Every:
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int):
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Any]: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
         if not 0 <= i < self.n:
             raise IndexError(i)
         return self.docs[i * self.k + self.k - 1] if self.held_out else self.docs[i + i // (self.k - 1)]
@@ -155,8 +162,8 @@ class _Run:
 @dataclasses.dataclass
 class _State:
     """What the steps change, all of it in every checkpoint."""
-    groups: tuple              # per group: GroupState (SAEs, optimizer state, dead-latent counters)
-    buf: Any                   # MixingBuffer
+    groups: Any                # per group: GroupState (SAEs, optimizer state, dead-latent counters); None
+    buf: Any                   # MixingBuffer                                  once released at the end
     fstate: Any                # FilterState
     step: int
     cursor: int                # next ready batch (== batches_per_shuffle: refill and shuffle first)
@@ -227,12 +234,18 @@ def _build_run(cfg: TrainConfig, check_memory: bool, device_memory: int | None) 
                 run_dir=run_dir, is_main=is_main, memory_line=memory_line)
 
 
+def _cache_dir(cfg: TrainConfig) -> str:
+    if cfg.cache.dir is None:       # TrainConfig refuses it already; kept for the type checker
+        raise UserError(f"cache.mode={cfg.cache.mode} needs cache.dir")
+    return cfg.cache.dir
+
+
 def _cache_streams(cfg: TrainConfig, plan, mesh) -> tuple:
     """(activation dtype, stream, eval stream, writer) reading an activation cache."""
     from qwen_sae_jax.data.cache import CacheReader
     from qwen_sae_jax.data.stream import ActivationStream
 
-    reader = CacheReader(cfg.cache.dir, plan.hooks)
+    reader = CacheReader(_cache_dir(cfg), plan.hooks)
     if reader.d != plan.d_in:
         raise UserError(f"activation cache {cfg.cache.dir!r} has width {reader.d}, the model has {plan.d_in}")
     n_data = mesh.shape["data"]
@@ -268,7 +281,7 @@ def _model_streams(cfg: TrainConfig, plan, mesh) -> tuple:
     rows = process_batch_rows(mesh, cfg.data.batch_size)     # the token rows this process's devices hold
     writer = None
     if cfg.cache.mode == "write":
-        writer = CacheWriter.for_mesh(cfg.cache.dir, plan.hooks, plan.d_in, jnp.dtype(cfg.model.dtype), cfg.cache.shard_rows,
+        writer = CacheWriter.for_mesh(_cache_dir(cfg), plan.hooks, plan.d_in, jnp.dtype(cfg.model.dtype), cfg.cache.shard_rows,
                                       cfg.model.name, mesh=mesh, batch_size=cfg.data.batch_size)
     stream = ActivationStream(
         plan.hooks, mesh, lm=lm, tokens=TokenBatches(lm.tokenizer, cfg.data, docs=train_docs, rows=rows),

@@ -41,7 +41,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AbstractMesh
+from jax.sharding import AbstractMesh, Mesh
 
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.train.config import TrainConfig
@@ -120,6 +120,13 @@ def _bytes_per_device(tree, shardings) -> int:
                for a, s in zip(leaves, shard_leaves))
 
 
+def _one_device_mesh(device=None) -> Mesh:
+    """A 1 x 1 mesh ('data', 'model') on ``device`` (default: the first CPU device): the per-device programs are
+    traced and compiled on it."""
+    device = jax.devices("cpu")[0] if device is None else device
+    return Mesh(np.asarray([device]).reshape(1, 1), ("data", "model"))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Compiler:
     """Where the temporaries are compiled: the planned platform's own compiler when this machine has it (a
@@ -147,7 +154,11 @@ class _Compiler:
         """XLA's temporaries of ``fn(*args)`` (abstract args) compiled for one device."""
         with jax.default_device(self.device):
             compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
-        return int(compiled.memory_analysis().temp_size_in_bytes)
+        stats = compiled.memory_analysis()
+        if stats is None:
+            raise UserError(f"XLA:{self.device.platform.upper()} reports no memory analysis; plan with "
+                            "--platform cpu instead")
+        return int(stats.temp_size_in_bytes)
 
 
 def mesh_shape(cfg: TrainConfig, num_devices: int) -> tuple[int, int]:
@@ -185,7 +196,7 @@ def _model_parts(cfg: TrainConfig, model_config, mesh: AbstractMesh, act_dtype) 
 def _state_parts(cfg: TrainConfig, plan: Plan, mesh: AbstractMesh) -> tuple[Part, Part]:
     from qwen_sae_jax.train.mesh import state_shardings
     from qwen_sae_jax.train.step import Trainer
-    state = Trainer(cfg, plan, None).abstract_state(min(cfg.buffer.init_sample, 16))
+    state = Trainer(cfg, plan, _one_device_mesh()).abstract_state(min(cfg.buffer.init_sample, 16))
     shardings = state_shardings(state, mesh, cfg.mesh.rules)
     saes = _bytes_per_device([g.sae for g in state], [s.sae for s in shardings])
     opt = _bytes_per_device([(g.opt_state, g.tokens_since_fired) for g in state],
@@ -200,7 +211,7 @@ def _saved_bytes(cfg: TrainConfig, plan: Plan, act_dtype) -> int:
     every shard once over the job, so a process stages about its share of this on the host."""
     from qwen_sae_jax.data import buffer as mixing
     from qwen_sae_jax.train.step import Trainer
-    state = Trainer(cfg, plan, None).abstract_state(16)
+    state = Trainer(cfg, plan, _one_device_mesh()).abstract_state(16)
     H, D, Bt = len(plan.hooks), plan.d_in, cfg.train.batch_size
     buffer = jax.eval_shape(lambda: mixing.init_buffer(H, D, cfg.buffer.size, _rows_per_fill(cfg), Bt, act_dtype))
     return sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves((state, buffer)))
@@ -238,7 +249,7 @@ def _fill_temp(cfg: TrainConfig, plan: Plan, model_config, n_data: int, act_dtyp
     act_dtype = compiler.forward_dtype(act_dtype)
     abstract_params = abstract_params_of(registry.causal_lm(model_config, act_dtype, act_dtype))
     lm = LanguageModel(model_config, abstract_params, dtype=act_dtype, param_dtype=act_dtype)
-    stream = ActivationStream(plan.hooks, None, lm=lm, special_ids=(0, 1, 2) if cfg.filter.special_tokens else (),
+    stream = ActivationStream(plan.hooks, _one_device_mesh(compiler.device), lm=lm, special_ids=(0, 1, 2) if cfg.filter.special_tokens else (),
                               drop_first=cfg.filter.first_position, outlier_factor=cfg.filter.norm_outlier_factor,
                               global_batch=rows_local, ctx_len=cfg.data.ctx_len)
     M = rows_local * cfg.data.ctx_len
@@ -252,7 +263,7 @@ def _step_temp(cfg: TrainConfig, local_plan: Plan, n_data: int, act_dtype, compi
     """The training step compiled at one device's shapes (``train.batch_size / data`` rows, local latents)."""
     from qwen_sae_jax.train.step import Trainer
     Bt = cfg.train.batch_size
-    trainer = Trainer(cfg, local_plan, None)
+    trainer = Trainer(cfg, local_plan, _one_device_mesh(compiler.device))
     state = trainer.abstract_state(16)
     S = max(cfg.buffer.size // 2 // Bt, 1)
     ready = jax.ShapeDtypeStruct((len(local_plan.hooks), S, max(Bt // n_data, 1), local_plan.d_in), act_dtype)

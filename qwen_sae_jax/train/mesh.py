@@ -20,7 +20,7 @@ from typing import Mapping
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AbstractMesh, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from qwen_sae_jax.errors import UserError
@@ -77,7 +77,7 @@ def _leaf_name(path) -> str | None:
     return None
 
 
-def state_shardings(tree, mesh: Mesh, rules: Mapping[str, str | None] | None = None):
+def state_shardings(tree, mesh: Mesh | AbstractMesh, rules: Mapping[str, str | None] | None = None):
     """NamedSharding per leaf of a training-state tree, by the leaf's field name (stacked [n, ...] leaves, or
     a single-hook group's unstacked ones); logical axes mapped by ``rules`` (None: the default table)."""
     rules = check_rules(rules)
