@@ -181,8 +181,8 @@ def _start(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, i
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     state, meta = ckpt.restore(latest, abstract, position)
     if is_main:
-        from qwen_sae_jax.train.loop import _drop_records_after
-        _drop_records_after(run_dir / "metrics.jsonl", meta["step"])   # logged after the checkpoint: redone now
+        from qwen_sae_jax.train.run_control import drop_records_after
+        drop_records_after(run_dir / "metrics.jsonl", meta["step"])   # logged after the checkpoint: redone now
     return state, meta["step"], meta["tokens"]
 
 
@@ -200,14 +200,14 @@ def _train_steps(cfg, state, step, tokens, data, rows, mesh, step_fn, probes, sc
     """Steps ``step .. train.steps``: log, checkpoint, stop on a signal."""
     import jax
 
-    from qwen_sae_jax.train.loop import _stop_signal, _StopRequest
+    from qwen_sae_jax.train.run_control import StopRequest, stop_signal
 
     total, B = cfg.train.steps, cfg.train.batch_size
     saved, last = step, None
     t0, tokens0 = time.time(), tokens
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         while step < total:
-            stopped_by = _stop_signal(stop.signal)
+            stopped_by = stop_signal(stop.signal)
             if stopped_by is not None:
                 if saved != step:
                     save(step, state, tokens)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any, Sequence, overload
@@ -29,6 +28,7 @@ from qwen_sae_jax.config import dump_yaml, to_dict
 from qwen_sae_jax.errors import UserError
 from qwen_sae_jax.train import distributed
 from qwen_sae_jax.train.config import TrainConfig
+from qwen_sae_jax.train.run_control import StopRequest, drop_records_after, stop_signal
 
 # config keys that may change between a run and its resumption (they do not change what is computed)
 RESUMABLE_CHANGES = ("run_dir", "log", "checkpoint", "distributed", "mesh", "eval.tokens")
@@ -85,49 +85,10 @@ def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[st
     return diffs
 
 
-class _StopRequest:
-    """SIGTERM / SIGINT -> save a checkpoint at the next step boundary, then stop."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:   # not the main thread: no handlers (the caller manages stopping)
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt   # a second Ctrl-C stops at once
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
-def _drop_records_after(path: Path, step: int) -> None:
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in lines))
-    os.replace(tmp, path)
 
 
-def _stop_signal(signum: int | None) -> int | None:
-    """The signal that stops the job: this process's, else the first other process's (a scheduler may signal
-    only one process; every process then stops at the same step and reports that signal)."""
-    import jax
-    if jax.process_count() == 1:
-        return signum
-    from jax.experimental import multihost_utils
-    received = [int(s) for s in np.asarray(multihost_utils.process_allgather(np.asarray([signum or 0]))).ravel() if s]
-    return signum or (received[0] if received else None)
 
 
 def _model_config(cfg: TrainConfig):
@@ -346,7 +307,7 @@ def _restore(run: _Run, latest: int) -> _State:
     if run.writer is not None:
         run.writer.restore(meta["cache_rows"])   # each process truncates its own shards
     if run.is_main:
-        _drop_records_after(run.run_dir / "metrics.jsonl", meta["step"])   # logged after the checkpoint: redone
+        drop_records_after(run.run_dir / "metrics.jsonl", meta["step"])   # logged after the checkpoint: redone
     return _State(state["groups"], state["buffer"], state["filter"], step=meta["step"], cursor=meta["cursor"],
                   shuffles=meta["shuffles"], tokens=meta["tokens"])
 
@@ -388,9 +349,9 @@ def _run_steps(run: _Run, state: _State, logger, saved_step: int | None) -> int 
                       out_shardings=mixing.buffer_shardings(run.mesh))
     shuffle_key = jax.random.fold_in(jax.random.key(cfg.train.seed), 1)
     record = _Records(run, state)
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         while state.step < total:
-            stopped_by = _stop_signal(stop.signal)
+            stopped_by = stop_signal(stop.signal)
             if stopped_by is not None:
                 if saved_step != state.step:
                     _save(run, state)

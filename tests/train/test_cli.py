@@ -69,14 +69,14 @@ def test_signal_saves_a_checkpoint_and_exits_128_plus_signal(make_config, tmp_pa
 def test_second_ctrl_c_stops_at_once(capsys, monkeypatch):
     """A second SIGINT while the first one's checkpoint is pending raises KeyboardInterrupt; the CLI prints one
     line and exits with 130."""
-    from qwen_sae_jax.train import loop
+    from qwen_sae_jax.train import loop, run_control
 
-    stop = loop._StopRequest()
+    stop = run_control.StopRequest()
     stop._handle(signal.SIGINT, None)
     assert stop.signal == signal.SIGINT
     with pytest.raises(KeyboardInterrupt):
         stop._handle(signal.SIGINT, None)
-    stop = loop._StopRequest()
+    stop = run_control.StopRequest()
     stop._handle(signal.SIGTERM, None)
     stop._handle(signal.SIGTERM, None)          # a repeated SIGTERM only asks again
     assert stop.signal == signal.SIGTERM
