@@ -81,6 +81,7 @@ def run_cli(argv: list[str], ws: Path) -> int:
      "integer >= 1, got -5"),
     ("steer --sae {ws}/sae --feature 1 --alpha 1e39 --prompt hi", "--alpha: expected a finite number within float32"),
     ("steer --sae {ws}/sae --feature 1 --alpha inf --prompt hi", "--alpha: expected a finite number, got 'inf'"),
+    ("steer --sae {ws}/sae --feature 1 --alpha -1e39 --prompt hi", "--alpha: expected a finite number within float32"),
     ("steer --sae {ws}/sae --feature 1 --alpha 1 --prompt hi --width 0", "--width: expected an integer >= 43"),
     ("steer --sae {ws}/sae --feature 1 --alpha 1 --prompt hi --seed 1.5", "argument --seed: invalid int value"),
     ("eval {ws}/run --tokens 0", "--tokens: expected an integer >= 1, got 0"),
@@ -97,7 +98,7 @@ def run_cli(argv: list[str], ws: Path) -> int:
     ("classify {ws}/pos.txt {ws}/neg.txt --sae {ws}/sae --max-features -1", "--max-features: expected an integer"),
     ("redundancy {ws}/pos.txt --sae {ws}/sae --n-texts 0", "--n-texts: expected an integer >= 1, got 0"),
     ("import {ws}/sae {ws}/out --layer -1", "--layer: expected an integer >= 0, got -1"),
-    ("import {ws}/sae {ws}/out --norm-scaling-factor=-inf", "--norm-scaling-factor: expected a finite number"),
+    ("import {ws}/sae {ws}/out --norm-scaling-factor -inf", "--norm-scaling-factor: expected a finite number"),
     ("export {ws}/run {ws}/out", "the following arguments are required: --format"),
     ("export {ws}/run {ws}/out --format onnx", "argument --format: invalid choice: 'onnx'"),
     ("export {ws}/run {ws}/out --format saelens --k 0", "--k: expected an integer >= 1"),
@@ -115,6 +116,8 @@ def test_argument_errors_are_one_line(argv, message, ws, capsys):
 # paths: missing, a file where a folder is wanted and the other way round, empty / undecodable text files
 @pytest.mark.parametrize("argv, message", [
     ("eval /nonexistent/run", "no such file or folder: /nonexistent/run"),
+    # a negative number in exponent form is a value, not an unknown option (argparse alone knows only -4, -0.5)
+    ("steer --sae /nonexistent --feature 1 --alpha -1e3 --prompt hi", "no such file or folder: /nonexistent"),
     ("eval {ws}/afile", "afile is a file but not an SAE: expected"),
     ("eval {ws}/sae --data {ws}/empty.txt", "holds no documents"),
     ("export /nonexistent/run {ws}/out --format saelens", "no such file or folder"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import re
 import sys
 
 # subcommand -> module under qwen_sae_jax.cli (kept in the order shown by --help)
@@ -52,6 +53,13 @@ def _available() -> dict[str, object]:
 class _Parser(argparse.ArgumentParser):
     """argparse's errors as one line naming the command and pointing at its help, instead of a usage block:
     ``qwen-sae contrast: error: argument --top: invalid int value: 'abc' (see qwen-sae contrast --help)``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # values such as -1e-3, -.5 or -inf are values, not options (argparse knows only -4 and -0.5), so
+        # `--alpha -1e3` works and `--alpha -inf` is refused by the option's type in one line
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
+                                                   re.IGNORECASE)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
