@@ -17,7 +17,7 @@ def test_closest_and_did_you_mean():
     assert did_you_mean("zzzzzz", valid) == ""
 
 
-COMMANDS = ("demo", "capture", "train", "eval", "export", "import", "releases", "steer", "refusal", "contrast",
+COMMANDS = ("demo", "capture", "train", "sft", "eval", "export", "import", "releases", "steer", "refusal", "contrast",
             "dashboard", "classify", "redundancy")
 
 

@@ -6,7 +6,7 @@ import sys
 
 from qwen_sae_jax.cli.options import byte_size
 
-HELP = "Train SAEs on Qwen3 activations from a YAML config (+ dotted key=value overrides)."
+HELP = "Train SAEs on Qwen3 / Qwen3.5 activations from a YAML config (+ dotted key=value overrides)."
 
 EPILOG_HEAD = """\
 examples:
