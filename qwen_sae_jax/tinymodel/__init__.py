@@ -1,5 +1,7 @@
 """The embedded default model ``tiny`` (``qwen_sae_jax/assets/tiny-qwen3``): its files, held-out data, and
 the code that rebuilds it (``launch/build_tiny_model.py`` drives corpus -> tokenizer -> train -> export -> quality).
+The same code builds the hybrid ``tiny-qwen3.5`` (``--family qwen3_5``, ``assets/tiny-qwen3.5``), whose tokenizer
+and held-out files are byte-identical copies of tiny's.
 
 Readers for the committed held-out data, used by tests and case studies::
 
