@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vocab", type=int, default=248320)
-    parser.add_argument("--compile-layers", type=int, default=0, help="only measure the compile time of this many layers")
+    parser.add_argument("--compile-layers", type=int, default=0,
+                        help="only measure the compile time of this many layers")
     args = parser.parse_args()
     if args.compile_layers:
         measure_compile(args.compile_layers)

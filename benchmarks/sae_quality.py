@@ -207,7 +207,8 @@ def train_ours(arch: str, train: np.ndarray, test: np.ndarray, order: np.ndarray
     extra.update({k: v for k, v in OURS_OVERRIDES.items() if not k.startswith("optim.")})
     cfg = SAEConfig(arch, d_in=train.shape[1], d_sae=budget.d_sae, dead_tokens_threshold=budget.dead_tokens, **extra)
     sae = init_sae(cfg, jax.random.key(seed), x_sample=jnp.asarray(train[order[:4].reshape(-1)]))
-    optim = dataclasses.replace(budget.optim(), **{k[6:]: v for k, v in OURS_OVERRIDES.items() if k.startswith("optim.")})
+    optim_overrides = {k[6:]: v for k, v in OURS_OVERRIDES.items() if k.startswith("optim.")}
+    optim = dataclasses.replace(budget.optim(), **optim_overrides)
     opt = make_optimizer(optim, budget.steps)
     state = [sae, opt.init(sae), jnp.zeros((cfg.d_sae,), jnp.int32)]
     update = jax.jit(functools.partial(sae_update, opt=opt, implementation="xla"), donate_argnums=(0, 1, 2))
@@ -378,8 +379,10 @@ def interpolate(tried: list[Result], target: float) -> Result:
 
 # ------------------------------------------------------------------------------------------------ main
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Each run's line goes to stderr as it finishes; the table and the last line to stdout.")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Each run's line goes to stderr as it finishes; the table and the last line "
+                                       "to stdout.")
     p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS, help="architectures (default: all four)")
     p.add_argument("--hooks", nargs="*", default=["layers.2", "layers.2.mlp", "layers.2.self_attn"],
                    help="hook points of the embedded model (default: layer 2 residual, MLP out, attention out)")
@@ -389,14 +392,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--d-sae", type=int, default=1536, help="latents (default 1536 = 8 x d_in)")
     p.add_argument("--k", type=int, default=32, help="k of topk / batchtopk (default 32)")
     p.add_argument("--target-l0", type=float, default=None, help="L0 that jumprelu / relu are matched at (default: k)")
-    p.add_argument("--l0-runs", type=int, default=6, help="runs per implementation in the matched-L0 search, at most (default 6)")
+    p.add_argument("--l0-runs", type=int, default=6,
+                   help="runs per implementation in the matched-L0 search, at most (default 6)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, every implementation (default 1e-3)")
     p.add_argument("--batch", type=int, default=1024, help="tokens per step (default 1024)")
     p.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
     p.add_argument("--warmup", type=int, default=50, help="linear warmup steps (default 50)")
-    p.add_argument("--decay-frac", type=float, default=0.2, help="linear decay to 0 over this last fraction of steps (default 0.2)")
-    p.add_argument("--dead-tokens", type=int, default=100_000, help="a latent is dead after this many tokens without firing (default 100000)")
-    p.add_argument("--max-rows", type=int, default=None, help="use only this many packed 128-token rows of held-out text (default: all, about 1650)")
+    p.add_argument("--decay-frac", type=float, default=0.2,
+                   help="linear decay to 0 over this last fraction of steps (default 0.2)")
+    p.add_argument("--dead-tokens", type=int, default=100_000,
+                   help="a latent is dead after this many tokens without firing (default 100000)")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="use only this many packed 128-token rows of held-out text (default: all, about 1650)")
     p.add_argument("--ours-set", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="override our SAEConfig fields (e.g. decoder_init_norm=0.577) or, as optim.FIELD=VALUE, our "
                         "OptimConfig fields, to try a change against the peers")
@@ -405,7 +412,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "'<hook>+offset'; see with_offset). Default: layers.2; none: --offset-hooks")
     p.add_argument("--offset", type=float, default=3.0, help="offset norm in mean activation norms (default 3)")
     p.add_argument("--json", default=None, help="also write every run and the summary to this JSON file")
-    p.add_argument("--dry-run", action="store_true", help="tiny budgets (d_sae 64, k 4, 6 steps, 1 hook, 1 seed, 2 L0 runs): checks the plumbing in seconds")
+    p.add_argument("--dry-run", action="store_true",
+                   help="tiny budgets (d_sae 64, k 4, 6 steps, 1 hook, 1 seed, 2 L0 runs): checks the plumbing in "
+                        "seconds")
     args = p.parse_args(argv)
     if args.dry_run:
         args.hooks, args.seeds, args.d_sae, args.k, args.steps = args.hooks[:1], args.seeds[:1], 64, 4, 6

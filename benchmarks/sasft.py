@@ -182,8 +182,8 @@ def measure(hf: Path, prompts: list[str], en_eval: list[str], zh_eval: list[str]
     sampled = [code_switching(lm, prompts, 1.0, seed) for seed in SAMPLE_SEEDS]
     return {"cs_greedy": greedy["cs"], "zh_tokens_greedy": greedy["zh_token_share"],
             "cs_sampled": float(np.mean([s["cs"] for s in sampled])),
-            "zh_tokens_sampled": float(np.mean([s["zh_token_share"] for s in sampled])), "ce_en": held_out_ce(lm, en_eval),
-            "ce_zh": held_out_ce(lm, zh_eval), "examples": greedy["examples"]}
+            "zh_tokens_sampled": float(np.mean([s["zh_token_share"] for s in sampled])),
+            "ce_en": held_out_ce(lm, en_eval), "ce_zh": held_out_ce(lm, zh_eval), "examples": greedy["examples"]}
 
 
 def _interleaved_medians(fns: dict, repeats: int = 7) -> dict:
@@ -245,8 +245,9 @@ def perf(B: int = 16, T: int = 128) -> None:
     fns["torch"] = torch_step
     timings = _interleaved_medians(fns)
     tok = B * T
-    print(f"tiny model, batch {B} x {T}, float32, {torch.get_num_threads()} torch threads: ours {timings['sft'] * 1e3:.0f} "
-          f"ms/step, torch {timings['torch'] * 1e3:.0f} ms/step, SASFT {timings['sasft'] * 1e3:.0f} ms/step")
+    print(f"tiny model, batch {B} x {T}, float32, {torch.get_num_threads()} torch threads: "
+          f"ours {timings['sft'] * 1e3:.0f} ms/step, torch {timings['torch'] * 1e3:.0f} ms/step, "
+          f"SASFT {timings['sasft'] * 1e3:.0f} ms/step")
     print(f"sft_step: ours_tok_s={tok / timings['sft']:.0f} torch_tok_s={tok / timings['torch']:.0f} "
           f"speedup={timings['torch'] / timings['sft']:.2f} sasft_overhead={timings['sasft'] / timings['sft']:.3f}")
 

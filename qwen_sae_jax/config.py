@@ -349,7 +349,8 @@ def _set(obj: Any, tp: Any, parts: list[str], value: Any, path: str) -> Any:
         try:
             index = int(head)
         except ValueError:
-            raise _fail(_join(path, head), f"{path!r} is a list: address its items by index 0..{len(obj) - 1}") from None
+            raise _fail(_join(path, head),
+                        f"{path!r} is a list: address its items by index 0..{len(obj) - 1}") from None
         if not 0 <= index < len(obj):
             raise _fail(_join(path, head), f"index out of range: {path!r} has {len(obj)} item(s)")
         item_tp = args[0] if args else Any

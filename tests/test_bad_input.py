@@ -74,7 +74,8 @@ def run_cli(argv: list[str], ws: Path) -> int:
 
 # argparse-level: refused before anything is read
 @pytest.mark.parametrize("argv, message", [
-    ("contrast {ws}/pos.txt {ws}/neg.txt --sae {ws}/sae --top abc", "argument --top: expected an integer >= 1, got 'abc'"),
+    ("contrast {ws}/pos.txt {ws}/neg.txt --sae {ws}/sae --top abc",
+     "argument --top: expected an integer >= 1, got 'abc'"),
     ("contrast {ws}/pos.txt {ws}/neg.txt --sae {ws}/sae --top 0", "argument --top: expected an integer >= 1, got 0"),
     ("contrast {ws}/pos.txt {ws}/neg.txt --sae {ws}/sae --batch-size -3", "--batch-size: expected an integer >= 1"),
     ("steer --sae {ws}/sae --feature 1 --alpha 1 --prompt hi --max-new-tokens -5", "--max-new-tokens: expected an "

@@ -16,7 +16,8 @@ def _text(output) -> str:
 
 @pytest.mark.slow
 def test_colab_demo_executes_top_to_bottom(tmp_path):
-    nbformat = pytest.importorskip("nbformat", reason="needs the notebook test dependencies: nbformat, nbclient, ipykernel")
+    nbformat = pytest.importorskip("nbformat",
+                                   reason="needs the notebook test dependencies: nbformat, nbclient, ipykernel")
     nbclient = pytest.importorskip("nbclient", reason="needs nbclient")
     pytest.importorskip("ipykernel", reason="needs ipykernel")
     from jupyter_client.kernelspec import NATIVE_KERNEL_NAME

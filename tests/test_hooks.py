@@ -16,8 +16,8 @@ def test_names_aliases_and_depth():
                      "layers.1.input", "layers.1.self_attn", "layers.1.mlp", "layers.1"]
     assert [hooks.alias_of(n) for n in names[:4]] == ["blocks.0.hook_resid_pre", "blocks.0.hook_attn_out",
                                                       "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post"]
-    assert [hooks.layers_needed(n) for n in ("layers.3.input", "layers.3.self_attn", "layers.3", "blocks.0.hook_resid_pre")] \
-        == [3, 4, 4, 0]
+    assert [hooks.layers_needed(n)
+            for n in ("layers.3.input", "layers.3.self_attn", "layers.3", "blocks.0.hook_resid_pre")] == [3, 4, 4, 0]
 
 
 def test_resolve_globs_aliases_order_and_dedupe():

@@ -109,7 +109,8 @@ def test_stop_after_capture_skips_upper_layers_and_head(dense):
     ids = jnp.asarray(np.arange(12, dtype=np.int32).reshape(2, 6))
 
     def program(capture, stop):
-        return str(jax.make_jaxpr(lambda p, x: lm.apply(p, x, capture=capture, stop_after_capture=stop))(lm.params, ids))
+        forward = lambda p, x: lm.apply(p, x, capture=capture, stop_after_capture=stop)  # noqa: E731
+        return str(jax.make_jaxpr(forward)(lm.params, ids))
 
     full = program(["layers.0"], False).count("dot_general")
     stopped = program(["layers.0"], True).count("dot_general")
@@ -163,7 +164,8 @@ def test_bad_inputs(dense):
 
 
 def test_load_model_errors_and_tiny(monkeypatch, tmp_path):
-    with pytest.raises(UserError, match="neither an embedded model \\('tiny', 'tiny-qwen3.5'\\), an existing directory, nor a hub id"):
+    with pytest.raises(UserError, match="neither an embedded model \\('tiny', 'tiny-qwen3.5'\\), "
+                                        "an existing directory, nor a hub id"):
         load_model("./no/such/dir")
     # hub ids resolve through huggingface_hub; with HF_HUB_OFFLINE and an empty cache: a clear error
     import huggingface_hub.constants as hf_constants

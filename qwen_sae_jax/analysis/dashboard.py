@@ -97,7 +97,10 @@ def _round(x, digits: int = 4):
 
 def _density_hist(data: FeatureData) -> dict:
     fired = data.density[data.fire_count > 0]
-    counts = np.histogram(np.clip(np.log10(fired), DENSITY_EDGES[0], 0.0), bins=DENSITY_EDGES)[0] if fired.size else np.zeros(len(DENSITY_EDGES) - 1)
+    if fired.size:
+        counts = np.histogram(np.clip(np.log10(fired), DENSITY_EDGES[0], 0.0), bins=DENSITY_EDGES)[0]
+    else:
+        counts = np.zeros(len(DENSITY_EDGES) - 1)
     return {"edges": DENSITY_EDGES.tolist(), "counts": [int(c) for c in counts]}
 
 
@@ -192,7 +195,8 @@ def build_dashboard(lm, saes: Mapping[str, "SAE"], docs: Sequence[str], out_dir:
             _write(tmp, f"data/{s}/summary", f"summary:{s}", summary)
             for start in range(0, sae.cfg.d_sae, config.chunk):
                 part = f"features_{start // config.chunk:04d}"
-                feats = [_feature_detail(d, lens, f, windows) for f in range(start, min(start + config.chunk, sae.cfg.d_sae))]
+                stop = min(start + config.chunk, sae.cfg.d_sae)
+                feats = [_feature_detail(d, lens, f, windows) for f in range(start, stop)]
                 _write(tmp, f"data/{s}/{part}", f"{s}/{part}", {"start": start, "features": feats})
             (tmp / f"{s}.html").write_text(assets.page(f"{name} · SAE dashboard", s), encoding="utf-8")
             row = {"name": name, "page": f"{s}.html", "hook": sae.cfg.hook_name,

@@ -19,8 +19,9 @@ def add_arguments(parser) -> None:
     src.add_argument("--text", action="append", help="a text to run (repeatable)")
     src.add_argument("--file", help="a UTF-8 file with one text per line (empty lines skipped)")
     src.add_argument("--tokens", action="append", help="token ids separated by spaces or commas (repeatable)")
-    parser.add_argument("--out", default="activations", help="directory for <hook>.npy, input_ids.npy, attention_mask.npy (written "
-                        "atomically; an earlier capture there is replaced)")
+    parser.add_argument("--out", default="activations",
+                        help="directory for <hook>.npy, input_ids.npy, attention_mask.npy (written "
+                             "atomically; an earlier capture there is replaced)")
     parser.add_argument("--chat", action="store_true", help="render each text as a user turn with the chat template")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
 

@@ -69,8 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pos_file", metavar="POS_FILE", help="texts of the positive class")
     parser.add_argument("neg_file", metavar="NEG_FILE", help="texts of the negative class")
     add_common(parser)
-    parser.add_argument("--n-features", type=int_at_least(1), help="use exactly this many top features (default: the count "
-                        "in 1..--max-features with the best F1 on the discovery split)")
+    parser.add_argument("--n-features", type=int_at_least(1),
+                        help="use exactly this many top features (default: the count "
+                             "in 1..--max-features with the best F1 on the discovery split)")
     parser.add_argument("--max-features", type=int_at_least(1), default=10, help="largest feature count tried")
     parser.add_argument("--test-fraction", type=open_fraction, default=0.3,
                         help="share of each class held out (strictly between 0 and 1)")

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", help="SAE variant when a run directory has several per hook")
     parser.add_argument("--model", help="'tiny', a local HF directory or a hub id (default: the SAEs' model_name)")
     parser.add_argument("--column", default="text", help="JSON field holding the text in .jsonl files")
-    parser.add_argument("--chat", action="store_true", help="render each text as a chat user turn (+ generation prompt)")
+    parser.add_argument("--chat", action="store_true",
+                        help="render each text as a chat user turn (+ generation prompt)")
     parser.add_argument("--position", choices=("last", "mean"), default="last", help="which reduction to rank by")
     parser.add_argument("--by", choices=("mean_diff", "rate_diff"), default="mean_diff", help="ranking score")
     parser.add_argument("--top", type=int_at_least(1), default=20, help="features shown per hook")

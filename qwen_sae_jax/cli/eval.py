@@ -33,7 +33,8 @@ def add_arguments(parser) -> None:
                         help="SAE format (default: auto-detected)")
     parser.add_argument("--k", type=int_at_least(1), help="TopK k of Qwen-Scope files that do not state it")
     parser.add_argument("--include-special", action="store_true", help="also evaluate special-token positions")
-    parser.add_argument("--include-first", action="store_true", help="also evaluate the first position of each sequence")
+    parser.add_argument("--include-first", action="store_true",
+                        help="also evaluate the first position of each sequence")
     parser.add_argument("--outlier-factor", type=finite_float,
                         help="leave out positions with a norm above this factor times the median (default: the "
                              "run's filter.norm_outlier_factor, else off)")

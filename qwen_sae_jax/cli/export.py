@@ -65,8 +65,10 @@ def run(args) -> int:
     from qwen_sae_jax.interop.load import matches_hook
 
     check_output_folder(args.dst, "DST")
-    if Path(args.src).exists() and Path(args.dst).resolve() in (Path(args.src).resolve(), *Path(args.src).resolve().parents):
-        raise UserError(f"DST {args.dst} is SRC or a folder holding it; replacing it would delete SRC: choose another DST")
+    if Path(args.src).exists() and Path(args.dst).resolve() in (Path(args.src).resolve(),
+                                                                *Path(args.src).resolve().parents):
+        raise UserError(f"DST {args.dst} is SRC or a folder holding it; replacing it would delete SRC: "
+                        "choose another DST")
     check_destination(args.dst, args.force)          # before any SAE is read
     src = Path(args.src)
     saes = load_saes(src, args.src_format, k=args.k)

@@ -22,8 +22,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", choices=["native", "saelens", "sparsify", "qwen-scope"],
                         help="format of SRC (default: auto-detected)")
     parser.add_argument("--hook", help="import only this member (folder name or hook name)")
-    parser.add_argument("--layer", type=int_at_least(0), help="import only layer{N}.sae.pt of a Qwen-Scope folder or repo "
-                                                  "(from a repo only that file and the README are downloaded)")
+    parser.add_argument("--layer", type=int_at_least(0),
+                        help="import only layer{N}.sae.pt of a Qwen-Scope folder or repo "
+                             "(from a repo only that file and the README are downloaded)")
     parser.add_argument("--revision", help="branch, tag or commit of a hub repo id SRC (none: main)")
     parser.add_argument("--k", type=int_at_least(1), help="TopK k of Qwen-Scope files that do not state it")
     parser.add_argument("--norm-scaling-factor", type=finite_float,
@@ -39,8 +40,10 @@ def run(args) -> int:
     from qwen_sae_jax.sae import save_sae
 
     check_output_folder(args.dst, "DST")
-    if Path(args.src).exists() and Path(args.dst).resolve() in (Path(args.src).resolve(), *Path(args.src).resolve().parents):
-        raise UserError(f"DST {args.dst} is SRC or a folder holding it; replacing it would delete SRC: choose another DST")
+    if Path(args.src).exists() and Path(args.dst).resolve() in (Path(args.src).resolve(),
+                                                                *Path(args.src).resolve().parents):
+        raise UserError(f"DST {args.dst} is SRC or a folder holding it; replacing it would delete SRC: "
+                        "choose another DST")
     check_destination(args.dst, args.force)          # before anything is read or downloaded
     kw = dict(k=args.k, norm_scaling_factor=args.norm_scaling_factor)
     if args.hook is not None or args.layer is not None:

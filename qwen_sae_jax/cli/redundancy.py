@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="text sets (one file each)")
     add_common(parser)
     parser.add_argument("--plot", metavar="PNG", help="write the coverage curves (c_n against n/N) to this PNG")
-    parser.add_argument("--n-texts", type=int_at_least(1), help="use this many texts of each set (a seeded random sample): R "
-                        "grows with N, so compare sets at equal N")
+    parser.add_argument("--n-texts", type=int_at_least(1),
+                        help="use this many texts of each set (a seeded random sample): R "
+                             "grows with N, so compare sets at equal N")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --n-texts sample")
 
 

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an SAE (any supported format) or a training run directory (repeatable)")
     parser.add_argument("--hook", action="append", metavar="HOOK",
                         help="hook point(s) whose SAE to use (names, aliases, globs); needed when PATH holds several")
-    parser.add_argument("--variant", help="SAE variant when a run directory has several per hook (saes/<hook>__<variant>)")
+    parser.add_argument("--variant",
+                        help="SAE variant when a run directory has several per hook (saes/<hook>__<variant>)")
     parser.add_argument("--feature", action="append", required=True, metavar="[HOOK:]INDEX",
                         help="feature index (repeatable); prefix HOOK: when several SAEs are loaded")
     parser.add_argument("--alpha", type=float32_float, help="steering strength (see below); required except for ablate")

@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if any(v is not None for v in (args.devices, args.model_config, args.platform, args.local_devices)):
         from qwen_sae_jax.errors import UserError
-        raise UserError("--devices, --local-devices, --platform and --model-config only apply with --plan (training uses the devices JAX sees "
-                        "and the model's own config)")
+        raise UserError("--devices, --local-devices, --platform and --model-config only apply with --plan "
+                        "(training uses the devices JAX sees and the model's own config)")
     result = train(cfg, resume=args.resume, device_memory=args.device_memory,
                    check_memory=not args.ignore_memory_plan)
     if result.interrupted:

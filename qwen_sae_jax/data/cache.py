@@ -123,10 +123,11 @@ class CacheWriter:
     ``shard_rows`` rows are pending.
 
     ``process``: this process's index; ``batch_rows``: the [start, stop) token rows of every batch whose
-    activations it writes (recorded; (0, 0) where no other writer exists to order it against); ``writers``: {process: (start, stop)} of every writing process of the job (None:
-    this one only). A process not in ``writers`` (its rows are written by another process) keeps no shards
-    but still takes part in `sync` / `checkpoint_state` / `restore`. ``allgather`` (see `AllGather`) is
-    given in a multi-process job; without it `sync` merges the manifests at once (one process, or a test
+    activations it writes (recorded; (0, 0) where no other writer exists to order it against);
+    ``writers``: {process: (start, stop)} of every writing process of the job (None: this one only). A
+    process not in ``writers`` (its rows are written by another process) keeps no shards but still takes
+    part in `sync` / `checkpoint_state` / `restore`. ``allgather`` (see `AllGather`) is given in a
+    multi-process job; without it `sync` merges the manifests at once (one process, or a test
     that orders the writers' calls itself). Build it for a training job with `for_mesh`.
     """
 

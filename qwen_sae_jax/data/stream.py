@@ -54,7 +54,8 @@ class ActivationStream:
         self.hooks, self.mesh = list(hooks), mesh
         self.lm, self.tokens, self.cache, self.writer = lm, tokens, cache, writer
         self._filtered_jit: Callable | None = None   # compiled on first use of `next_rows`
-        self.counts: dict[str, Any] = {k: 0 if k not in ("nonfinite", "outlier") else [0] * len(self.hooks) for k in COUNT_KEYS}
+        self.counts: dict[str, Any] = {k: 0 if k not in ("nonfinite", "outlier") else [0] * len(self.hooks)
+                                       for k in COUNT_KEYS}
         if cache is not None:
             self.rows_per_fill = cache_rows
             self._fill = jax.jit(self._fill_rows, donate_argnums=(0,))

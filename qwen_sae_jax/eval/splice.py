@@ -2,10 +2,10 @@
 
 Positions (``token_mask``, ``outlier_positions``): a position is evaluated when it is a real token
 (attention mask), not a special token, (``exclude_first``) not the first real token of its row, and
-(optionally) not a norm outlier — the positions the training pipeline (`qwen_sae_jax.data.filter`) keeps. At every other position the activation flows on
-unchanged in all variants (spliced, zero- and mean-ablated), and no loss is counted there. The
-next-token loss at position t (predicting token t+1) counts when position t is evaluated and t+1 is
-a real token.
+(optionally) not a norm outlier — the positions the training pipeline (`qwen_sae_jax.data.filter`)
+keeps. At every other position the activation flows on unchanged in all variants (spliced, zero- and
+mean-ablated), and no loss is counted there. The next-token loss at position t (predicting token t+1)
+counts when position t is evaluated and t+1 is a real token.
 
 Splicing goes through the model's intervention hooks: ``act -> where(mask, sae(act), act)`` at each hooked
 site, several sites at once when several SAEs are given (they must sit at distinct hooks).

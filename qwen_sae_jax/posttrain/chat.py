@@ -4,9 +4,9 @@ A conversation is a list of ``{"role", "content"}`` messages. It is rendered onc
 ``tokenizer.apply_chat_template`` and tokenised with character offsets. The *reply* of assistant message ``i``
 is the text the template adds when message ``i`` is appended after the generation prompt::
 
-    prefix_i = render(messages[:i], add_generation_prompt=True)      # ... <|im_start|>assistant\\n
-    upto_i   = render(messages[:i + 1])                              # ... <|im_start|>assistant\\n{content}<|im_end|>\\n
-    reply_i  = characters [len(prefix_i), len(upto_i.rstrip()))     #                        {content}<|im_end|>
+    prefix_i = render(messages[:i], add_generation_prompt=True)  # ... <|im_start|>assistant\\n
+    upto_i   = render(messages[:i + 1])                          # ... <|im_start|>assistant\\n{content}<|im_end|>\\n
+    reply_i  = characters [len(prefix_i), len(upto_i.rstrip())) #                        {content}<|im_end|>
 
 so it covers the assistant's content and the template's end-of-turn marker (what the model must emit to stop),
 not the whitespace the template writes after that marker. A token belongs to the reply when its first character

@@ -115,7 +115,8 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False, log_stream=None) -> SFTResu
     mesh = make_mesh(cfg.mesh)
     B, total = cfg.train.batch_size, cfg.train.steps
     if B % mesh.shape["data"]:
-        raise UserError(f"train.batch_size={B} must be divisible by the 'data' mesh axis ({mesh.shape['data']} devices)")
+        raise UserError(f"train.batch_size={B} must be divisible by the 'data' mesh axis "
+                        f"({mesh.shape['data']} devices)")
     lm = load_model(cfg.model.name, dtype=cfg.model.dtype, mesh=mesh, param_dtype=cfg.model.param_dtype)
     if lm.tokenizer is None:
         raise UserError(f"model {cfg.model.name!r} has no tokenizer: SFT renders chats with its template")
@@ -160,7 +161,8 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False, log_stream=None) -> SFTResu
 
 
 def _start(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, is_main):
-    """``(state, step, tokens seen)``: fresh (params from load_model, new AdamW state) or restored from the latest checkpoint."""
+    """``(state, step, tokens seen)``: fresh (params from load_model, new AdamW state) or restored from the
+    latest checkpoint."""
     import jax
 
     latest = ckpt.latest_step()

@@ -147,7 +147,8 @@ class SAEConfig:
         unknown = [key for key in data if key not in names]
         if unknown:
             key = unknown[0]
-            raise UserError(f"unknown SAEConfig field {key!r}{did_you_mean(key, names)}; valid fields: {', '.join(names)}")
+            raise UserError(f"unknown SAEConfig field {key!r}{did_you_mean(key, names)}; "
+                            f"valid fields: {', '.join(names)}")
         return cls(**data)
 
     def to_json(self) -> str:
@@ -191,7 +192,8 @@ def _validate(cfg: SAEConfig) -> None:
     if cfg.k_aux is not None and (not _is_int(cfg.k_aux) or cfg.k_aux < 1):
         raise UserError(f"SAEConfig.k_aux must be an integer >= 1, got {cfg.k_aux!r}")
     if cfg.dtype not in DTYPES:
-        raise UserError(f"SAEConfig.dtype {cfg.dtype!r} is not supported{did_you_mean(str(cfg.dtype), DTYPES)}; valid: {', '.join(DTYPES)}")
+        raise UserError(f"SAEConfig.dtype {cfg.dtype!r} is not supported{did_you_mean(str(cfg.dtype), DTYPES)}; "
+                        f"valid: {', '.join(DTYPES)}")
     if cfg.b_dec_init not in B_DEC_INITS:
         raise UserError(
             f"SAEConfig.b_dec_init {cfg.b_dec_init!r} is not valid{did_you_mean(str(cfg.b_dec_init), B_DEC_INITS)}; "
@@ -211,7 +213,8 @@ def _validate(cfg: SAEConfig) -> None:
     if not 0 < cfg.batchtopk_threshold_lr <= 1:
         raise UserError(f"SAEConfig.batchtopk_threshold_lr must be in (0, 1], got {cfg.batchtopk_threshold_lr!r}")
     if not _is_int(cfg.dead_tokens_threshold) or not 1 <= cfg.dead_tokens_threshold < 2**31:
-        raise UserError(f"SAEConfig.dead_tokens_threshold must be an integer in [1, 2**31), got {cfg.dead_tokens_threshold!r}")
+        raise UserError(f"SAEConfig.dead_tokens_threshold must be an integer in [1, 2**31), "
+                        f"got {cfg.dead_tokens_threshold!r}")
 
 
 def resolve_implementation(implementation: str) -> str:

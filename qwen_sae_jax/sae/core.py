@@ -73,7 +73,8 @@ class SAE(flax.struct.PyTreeNode):
     def decode_topk(self, acts: jax.Array, idx: jax.Array) -> jax.Array:
         """Raw-unit reconstruction [..., d_in] from the sparse form (acts, idx) [..., k] (a gather)."""
         if acts.shape != idx.shape or acts.ndim < 1:
-            raise UserError(f"decode_topk expects acts and idx of the same shape [..., k]; got {acts.shape} and {idx.shape}")
+            raise UserError(f"decode_topk expects acts and idx of the same shape [..., k]; "
+                            f"got {acts.shape} and {idx.shape}")
         lead, k = acts.shape[:-1], acts.shape[-1]
         out = sparse_decode(acts.reshape(-1, k).astype(self.W_dec.dtype), idx.reshape(-1, k), self.W_dec)
         out = self._denormalise(out.astype(jnp.float32) + self.b_dec.astype(jnp.float32)).astype(self.W_dec.dtype)
@@ -107,7 +108,8 @@ class SAE(flax.struct.PyTreeNode):
     def _check_finite(self, x, what: str) -> None:
         """Raise for non-finite rows where that costs no device-to-host sync: host inputs (numpy, lists), or
         device arrays when ``jax_debug_nans`` is on. Otherwise NaN in gives NaN out for that row (as under jit)."""
-        if isinstance(x, jax.core.Tracer) or (isinstance(x, jax.Array) and not getattr(jax.config, "jax_debug_nans")):  # a flag attribute jax's stubs lack
+        debug_nans = getattr(jax.config, "jax_debug_nans")       # a flag attribute jax's stubs lack
+        if isinstance(x, jax.core.Tracer) or (isinstance(x, jax.Array) and not debug_nans):
             return
         rows = np.asarray(x)
         if not np.issubdtype(rows.dtype, np.floating) or rows.ndim < 1 or rows.shape[-1] != self.cfg.d_in:

@@ -44,7 +44,8 @@ def save_sae(sae: SAE, path: str | os.PathLike, *, overwrite: bool = False) -> P
             raise UserError(f"refusing to save an SAE whose {name} contains NaN or inf")
     with atomic_directory(path, force=True) as tmp:
         tensors = {name: np.asarray(getattr(sae, name)) for name in PARAM_NAMES}
-        save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": "qwen_sae_jax", "format_version": str(FORMAT_VERSION)})
+        save_file(tensors, tmp / WEIGHTS_FILE,
+                  metadata={"format": "qwen_sae_jax", "format_version": str(FORMAT_VERSION)})
         meta = {"format_version": FORMAT_VERSION, **sae.cfg.to_dict()}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _fsync_dir_files(tmp)
@@ -76,7 +77,8 @@ def load_native_sae(path: str | os.PathLike) -> SAE:
         raise UserError(f"{path / WEIGHTS_FILE} lacks tensor(s) {', '.join(missing)}")
     for name, shape in shapes.items():
         if tuple(tensors[name].shape) != shape:
-            raise UserError(f"{path / WEIGHTS_FILE}: {name} has shape {tuple(tensors[name].shape)}, cfg.json implies {shape}")
+            raise UserError(f"{path / WEIGHTS_FILE}: {name} has shape {tuple(tensors[name].shape)}, "
+                            f"cfg.json implies {shape}")
     dtype = jnp.dtype(cfg.dtype)
     params = {name: jnp.asarray(tensors[name], jnp.float32 if name == "act_scale" else dtype) for name in PARAM_NAMES}
     return SAE(cfg=cfg, **params)

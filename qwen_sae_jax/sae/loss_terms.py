@@ -49,7 +49,8 @@ def auxk_scale(dead_mask: jax.Array, k_aux: int) -> jax.Array:
     return jnp.minimum(jnp.sum(dead_mask.astype(jnp.float32)) / k_aux, 1.0)
 
 
-def auxk_loss(aux_decode: jax.Array, residual: jax.Array, valid: jax.Array, dead_mask: jax.Array, k_aux: int) -> jax.Array:
+def auxk_loss(aux_decode: jax.Array, residual: jax.Array, valid: jax.Array, dead_mask: jax.Array,
+              k_aux: int) -> jax.Array:
     """Unweighted AuxK loss (Gao et al. 2024): ``scale * mean_b ||aux_decode[b] - residual[b]||^2`` where
     ``aux_decode`` [B, d_in] is the bias-free decode of each token's top-k_aux dead latents, ``residual``
     = x - x_hat (gradient stopped here) and scale = min(num_dead / k_aux, 1)."""

@@ -83,7 +83,8 @@ def select_topk(
     x_enc [B, d_in] (already normalised and b_dec-shifted), W_enc [d_in, d_sae], b_enc [d_sae].
     Returns ``(acts [B, k] >= 0, idx [B, k] int32, pre)`` where ``pre`` is the dense [B, d_sae] matrix
     ``x_enc @ W_enc`` *without* ``b_enc`` when the implementation built it (xla/approx; reusable for AuxK
-    with `top_k_of`) and None for Pallas. Rows are sorted by decreasing activation. No gradient flows through the outputs.
+    with `top_k_of`) and None for Pallas. Rows are sorted by decreasing activation. No gradient flows
+    through the outputs.
     """
     implementation = resolve_implementation(implementation)
     x_enc, W_enc, b_enc = (lax.stop_gradient(a) for a in (x_enc, W_enc, b_enc))

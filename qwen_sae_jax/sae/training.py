@@ -82,7 +82,8 @@ def init_tokens_since_fired(cfg: SAEConfig) -> jax.Array:
     return jnp.zeros((cfg.d_sae,), jnp.int32)
 
 
-def update_tokens_since_fired(counter: jax.Array, fired: jax.Array, n_tokens: int | jax.Array, cfg: SAEConfig) -> jax.Array:
+def update_tokens_since_fired(counter: jax.Array, fired: jax.Array, n_tokens: int | jax.Array,
+                              cfg: SAEConfig) -> jax.Array:
     """Reset the latents that fired in this batch, add ``n_tokens`` to the others (saturating at the dead
     threshold, so the int32 counter never overflows)."""
     limit = cfg.dead_tokens_threshold

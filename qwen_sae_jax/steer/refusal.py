@@ -255,9 +255,9 @@ def run_study(cfg: RefusalConfig, log: Callable[[str], None] = print) -> dict:
                                                       ablate_features(sae, randoms[:n], where=cfg.where)), "reverse")
         for alpha in cfg.reverse_alphas:
             a = -abs(alpha) * scale
-            record("negative_top", top[0], -abs(alpha), timed(f"{hook} feature {top[0]} alpha {-abs(alpha):g}",
-                                                              eval_harmful, steer_feature(sae, top[0], a, where=cfg.where)),
-                   "reverse")
+            record("negative_top", top[0], -abs(alpha),
+                   timed(f"{hook} feature {top[0]} alpha {-abs(alpha):g}", eval_harmful,
+                         steer_feature(sae, top[0], a, where=cfg.where)), "reverse")
             record("negative_diff_means", None, -abs(alpha),
                    timed(f"{hook} diff-of-means alpha {-abs(alpha):g}", eval_harmful,
                          add_direction(hook, direction, a, where=cfg.where, normalize=True)), "reverse")

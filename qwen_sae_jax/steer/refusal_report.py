@@ -63,7 +63,8 @@ def _curve_plot(results: dict, key: str, ylabel: str, path: Path, baseline: floa
             ax.plot(alphas, ys, marker="o", label=f"top feature {feature}")
         rnd = np.array([[r[key] for r in rows if r["kind"] == "random" and r["alpha"] == a] for a in alphas])
         if rnd.size:
-            ax.plot(alphas, rnd.mean(1), color="gray", ls="--", marker="s", label=f"random controls (mean of {rnd.shape[1]})")
+            ax.plot(alphas, rnd.mean(1), color="gray", ls="--", marker="s",
+                    label=f"random controls (mean of {rnd.shape[1]})")
             ax.fill_between(alphas, rnd.min(1), rnd.max(1), color="gray", alpha=0.2)
         dom = [next(r[key] for r in rows if r["kind"] == "diff_means" and r["alpha"] == a) for a in alphas]
         ax.plot(alphas, dom, color="black", marker="^", label="difference of means")
@@ -178,11 +179,13 @@ def markdown(results: dict) -> str:
                   f"{', '.join(f'{x:.2f}' for x in entry['random_control_rates'])}; top features' "
                   f"{', '.join(f'{x:.2f}' for x in entry['top_rates'])}).", "",
                   "Top-ranked features (ranking prompts):", "",
-                  "| rank | feature | mean diff | rate diff | mean harmful | mean harmless | rate harmful | rate harmless |",
+                  "| rank | feature | mean diff | rate diff | "
+                  "mean harmful | mean harmless | rate harmful | rate harmless |",
                   "|---|---|---|---|---|---|---|---|"]
         for i, row in enumerate(entry["top"][:10], 1):
             lines.append(f"| {i} | {row['feature']} | {row['mean_diff']:.3f} | {row['rate_diff']:+.2f} | "
-                         f"{row['mean_pos']:.3f} | {row['mean_neg']:.3f} | {row['rate_pos']:.2f} | {row['rate_neg']:.2f} |")
+                         f"{row['mean_pos']:.3f} | {row['mean_neg']:.3f} | "
+                         f"{row['rate_pos']:.2f} | {row['rate_neg']:.2f} |")
         alphas = sorted({r["alpha"] for r in entry["steer"]})
         lines += ["", "Refusal rate on held-out **harmless** prompts (CE in parentheses):", "",
                   "| steering | " + " | ".join(f"alpha {a:g}" for a in alphas) + " |",
@@ -226,7 +229,8 @@ def markdown(results: dict) -> str:
             lines.append(f"  - feature {b['feature']}: {_quote(top_row['texts'][i])}")
             if rnd_row is not None:
                 lines.append(f"  - random {rnd_row['feature']}: {_quote(rnd_row['texts'][i])}")
-    lines += ["", "Plots: `refusal_vs_alpha.png`, `fluency_vs_alpha.png`, `reverse.png`; all numbers: `report.json`.", ""]
+    lines += ["", "Plots: `refusal_vs_alpha.png`, `fluency_vs_alpha.png`, `reverse.png`; "
+                  "all numbers: `report.json`.", ""]
     return "\n".join(lines)
 
 

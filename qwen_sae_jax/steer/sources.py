@@ -84,7 +84,8 @@ def model_name_of(saes: dict, given: str | None) -> str:
         return given
     names = {s.cfg.model_name for s in saes.values() if s.cfg.model_name}
     if len(names) > 1:
-        raise UserError(f"the SAEs come from different models ({', '.join(sorted(names))}); pass the model explicitly (--model / model:)")
+        raise UserError(f"the SAEs come from different models ({', '.join(sorted(names))}); "
+                        "pass the model explicitly (--model / model:)")
     return names.pop() if names else "tiny"
 
 

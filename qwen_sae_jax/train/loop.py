@@ -242,8 +242,9 @@ def _model_streams(cfg: TrainConfig, plan, mesh) -> tuple:
     rows = process_batch_rows(mesh, cfg.data.batch_size)     # the token rows this process's devices hold
     writer = None
     if cfg.cache.mode == "write":
-        writer = CacheWriter.for_mesh(_cache_dir(cfg), plan.hooks, plan.d_in, jnp.dtype(cfg.model.dtype), cfg.cache.shard_rows,
-                                      cfg.model.name, mesh=mesh, batch_size=cfg.data.batch_size)
+        writer = CacheWriter.for_mesh(_cache_dir(cfg), plan.hooks, plan.d_in, jnp.dtype(cfg.model.dtype),
+                                      cfg.cache.shard_rows, cfg.model.name, mesh=mesh,
+                                      batch_size=cfg.data.batch_size)
     stream = ActivationStream(
         plan.hooks, mesh, lm=lm, tokens=TokenBatches(lm.tokenizer, cfg.data, docs=train_docs, rows=rows),
         special_ids=special_token_ids(lm.tokenizer) if cfg.filter.special_tokens else (),
@@ -363,7 +364,8 @@ def _run_steps(run: _Run, state: _State, logger, saved_step: int | None) -> int 
                 state.buf = shuffle(state.buf, jax.random.fold_in(shuffle_key, state.shuffles), cfg.buffer.size)
                 state.shuffles, state.cursor = state.shuffles + 1, 0
             state.groups, metrics = run.trainer.step(state.groups, state.buf.ready, state.cursor)
-            state.cursor, state.step, state.tokens = state.cursor + 1, state.step + 1, state.tokens + cfg.train.batch_size
+            state.cursor, state.step = state.cursor + 1, state.step + 1
+            state.tokens = state.tokens + cfg.train.batch_size
             logger.advance(state.step)
             if state.step % cfg.log.every == 0 or state.step == total:
                 logger.log(state.step, record(metrics))

@@ -249,7 +249,8 @@ def _fill_temp(cfg: TrainConfig, plan: Plan, model_config, n_data: int, act_dtyp
     act_dtype = compiler.forward_dtype(act_dtype)
     abstract_params = abstract_params_of(registry.causal_lm(model_config, act_dtype, act_dtype))
     lm = LanguageModel(model_config, abstract_params, dtype=act_dtype, param_dtype=act_dtype)
-    stream = ActivationStream(plan.hooks, _one_device_mesh(compiler.device), lm=lm, special_ids=(0, 1, 2) if cfg.filter.special_tokens else (),
+    stream = ActivationStream(plan.hooks, _one_device_mesh(compiler.device), lm=lm,
+                              special_ids=(0, 1, 2) if cfg.filter.special_tokens else (),
                               drop_first=cfg.filter.first_position, outlier_factor=cfg.filter.norm_outlier_factor,
                               global_batch=rows_local, ctx_len=cfg.data.ctx_len)
     M = rows_local * cfg.data.ctx_len

@@ -92,7 +92,8 @@ def test_json_data_are_complete_and_examples_point_at_the_corpus(dashboard, tiny
         seen = []
         for chunk in sorted((dashboard / "data" / slug).glob("features_*.json")):
             _, part = load_pair(chunk)
-            assert [f["id"] for f in part["features"]] == list(range(part["start"], part["start"] + len(part["features"])))
+            start = part["start"]
+            assert [f["id"] for f in part["features"]] == list(range(start, start + len(part["features"])))
             for feat in part["features"]:
                 seen.append(feat["id"])
                 count = summary["features"]["count"][feat["id"]]

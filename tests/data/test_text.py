@@ -13,7 +13,8 @@ def test_plain_text_units(tmp_path):
     pattern = str(tmp_path / "*.txt")
     assert open_documents(TextSourceConfig(files=[pattern], text_unit="line")) == ["one", "two", "three", "four"]
     assert open_documents(TextSourceConfig(files=[pattern])) == ["one\ntwo", "three", "four"]
-    assert open_documents(TextSourceConfig(files=[pattern], text_unit="document")) == ["one\ntwo\n\n\nthree\n", "four\n"]
+    assert open_documents(TextSourceConfig(files=[pattern], text_unit="document")) == ["one\ntwo\n\n\nthree\n",
+                                                                                      "four\n"]
 
 
 def test_jsonl_and_json_columns(tmp_path):

@@ -51,8 +51,8 @@ def random_sae(hook: str = "layers.1", d_in: int = 64, d_sae: int = 32, seed: in
     rng = np.random.default_rng(seed)
     cfg = SAEConfig(architecture="topk", d_in=d_in, d_sae=d_sae, k=4, hook_name=hook)
     f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
-    return SAE(W_enc=f(d_in, d_sae) / 8, b_enc=f(d_sae), W_dec=f(d_sae, d_in), b_dec=f(d_in), threshold=jnp.zeros(d_sae),
-               act_scale=jnp.float32(1.7), cfg=cfg)
+    return SAE(W_enc=f(d_in, d_sae) / 8, b_enc=f(d_sae), W_dec=f(d_sae, d_in), b_dec=f(d_in),
+               threshold=jnp.zeros(d_sae), act_scale=jnp.float32(1.7), cfg=cfg)
 
 
 @pytest.fixture(scope="session")

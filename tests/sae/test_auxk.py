@@ -1,7 +1,7 @@
 """AuxK's custom_vjp (`architectures.auxk.with_auxk`) against the plain formulation it replaced: the main loss plus
 a differentiated ``lax.cond`` over the dead latents. With nothing dead, loss and gradients are bit-identical (to
-that, and loss and parameter gradients to no AuxK at all); with dead latents the loss is identical and the gradients agree to float32 rounding
-(the AuxK gradients are added to the main ones in another order)."""
+that, and loss and parameter gradients to no AuxK at all); with dead latents the loss is identical and the
+gradients agree to float32 rounding (the AuxK gradients are added to the main ones in another order)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -27,7 +27,8 @@ def test_save_load_roundtrip(tmp_path, dtype):
     assert isinstance(loaded, SAE) and loaded.cfg == sae.cfg
     for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "act_scale"):
         assert getattr(loaded, name).dtype == getattr(sae, name).dtype
-        np.testing.assert_array_equal(np.asarray(getattr(loaded, name), np.float32), np.asarray(getattr(sae, name), np.float32))
+        np.testing.assert_array_equal(np.asarray(getattr(loaded, name), np.float32),
+                                      np.asarray(getattr(sae, name), np.float32))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left behind
 
 

@@ -56,7 +56,8 @@ def test_topk_loss_through_other_implementations_matches_dense_reference(impleme
     (loss, terms), grads = jax.jit(jax.value_and_grad(
         lambda s: sae_loss(s, x, dead_mask=dead, implementation=implementation), has_aux=True))(sae)
     params = {n: getattr(sae, n) for n in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "act_scale")}
-    (ref_loss, ref_terms), ref_grads = jax.value_and_grad(lambda p: reference.topk(p, x, cfg, dead), has_aux=True)(params)
+    (ref_loss, ref_terms), ref_grads = jax.value_and_grad(lambda p: reference.topk(p, x, cfg, dead),
+                                                          has_aux=True)(params)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-4)
     np.testing.assert_allclose(terms.aux, ref_terms["aux"], rtol=1e-4)
     assert float(terms.aux) > 0

@@ -27,8 +27,10 @@ def test_steer_prints_unsteered_and_steered_side_by_side(tiny_dir, run_dir, caps
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--hook", "layers.1", "--feature", "64", "--alpha", "1"], "feature 64 is out of range .* valid indices are 0..63"),
-    (["--hook", "layers.1.mlp", "--feature", "3", "--alpha", "1"], "no SAE for hook 'layers.1.mlp'.*layers.0, layers.1"),
+    (["--hook", "layers.1", "--feature", "64", "--alpha", "1"],
+     "feature 64 is out of range .* valid indices are 0..63"),
+    (["--hook", "layers.1.mlp", "--feature", "3", "--alpha", "1"],
+     "no SAE for hook 'layers.1.mlp'.*layers.0, layers.1"),
     (["--feature", "3", "--alpha", "1"], "several SAEs are loaded"),
     (["--feature", "layers.1.mlp:3", "--alpha", "1"], "no SAE loaded at hook layers.1.mlp"),
     (["--hook", "layers.1", "--feature", "3", "--mode", "ablate", "--alpha", "2"], "not used with --mode ablate"),

@@ -18,7 +18,8 @@ from qwen_sae_jax.train.plan import make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 # SAE training configs (other configs/ files lack a `train` or a `saes` section: the steering study's, fine-tuning's)
-CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if {"train", "saes"} <= set(yaml.safe_load(p.read_text()) or {}))
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
+                 if {"train", "saes"} <= set(yaml.safe_load(p.read_text()) or {}))
 FULL_SIZE = [p for p in CONFIGS if load_config(TrainConfig, p).model.name != "tiny"]
 QWEN35_PRESETS = ["qwen-scope-3.5-2b", "qwen-scope-3.5-9b", "qwen-scope-3.5-27b", "qwen-scope-3.5-35b-a3b"]
 

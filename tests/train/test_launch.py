@@ -29,8 +29,9 @@ def test_tpu_pod_create_picks_the_runtime_for_the_accelerator():
         out = _run("tpu_pod.sh", "--dry-run", "create", TPU_NAME="sae", ZONE="us-central2-b", ACCELERATOR=accelerator,
                    SPOT="1")
         assert out.returncode == 0, out.stderr
-        assert shlex.split(out.stdout) == ["gcloud", "compute", "tpus", "tpu-vm", "create", "sae", "--zone=us-central2-b",
-                                           f"--accelerator-type={accelerator}", f"--version={version}", "--spot"]
+        assert shlex.split(out.stdout) == ["gcloud", "compute", "tpus", "tpu-vm", "create", "sae",
+                                           "--zone=us-central2-b", f"--accelerator-type={accelerator}",
+                                           f"--version={version}", "--spot"]
 
 
 def test_tpu_pod_train_runs_the_same_cli_command_on_every_worker():

@@ -155,7 +155,8 @@ class Qwen3_5GatedDeltaNet(nn.Module):
     def __call__(self, hidden_states, token_mask=None, cache_index=None):
         c = self.config
         B, T, _ = hidden_states.shape
-        nk, nv, dk, dv = c.linear_num_key_heads, c.linear_num_value_heads, c.linear_key_head_dim, c.linear_value_head_dim
+        nk, nv = c.linear_num_key_heads, c.linear_num_value_heads
+        dk, dv = c.linear_key_head_dim, c.linear_value_head_dim
         if token_mask is not None:
             hidden_states = hidden_states * token_mask[:, :, None].astype(hidden_states.dtype)
 
