@@ -186,7 +186,8 @@ def stage_sft(args) -> None:
                       warmup_steps=args.sft_warmup, max_steps=args.sft_steps, time_budget_s=0.0,
                       eval_every=100, checkpoint_every=100, source_weights=weights,
                       reply_only_sources=("chat",) if args.sft_loss == "reply" else ())
-    chat_ids = ChatTokenIds(tok.token_to_id("<|im_start|>"), tok.token_to_id("assistant"), tok.token_to_id("<|im_end|>"))
+    chat_ids = ChatTokenIds(tok.token_to_id("<|im_start|>"), tok.token_to_id("assistant"),
+                            tok.token_to_id("<|im_end|>"))
     eos, pad = _special_ids(args)
     log(f"sft: {len(chats):,} conversations ({len(streams['chat']):,} tokens), from {base}")
     _, _, summary = train(args.work / "sft", streams, heldout, shape, cfg, eos, pad, log=log, base_params=params,
@@ -231,7 +232,8 @@ def main(argv=None) -> None:
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (splits, chat, init, batches)")
     p.add_argument("--family", default="qwen3",
-                   help=f"model family: {', '.join(ASSET_NAMES)} (qwen3_5: the hybrid Gated DeltaNet + attention model)")
+                   help=f"model family: {', '.join(ASSET_NAMES)} "
+                        "(qwen3_5: the hybrid Gated DeltaNet + attention model)")
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default build/<asset name>)")
     p.add_argument("--out", type=Path, default=None,
                    help="the HF model directory to write (default qwen_sae_jax/assets/<asset name>)")
@@ -270,7 +272,8 @@ def main(argv=None) -> None:
     p.add_argument("--sft-harmful-fraction", type=float, default=0.4,
                    help="share of harmful user turns in the instruction-tuning chat")
     p.add_argument("--sft-loss", choices=("reply", "all"), default="all",
-                   help="instruction-tuning loss on chat rows: the assistant replies only (reply), or every token (all)")
+                   help="instruction-tuning loss on chat rows: the assistant replies only (reply), "
+                        "or every token (all)")
     p.add_argument("--sft-from", type=Path, default=None,
                    help="instruction-tune this HF model directory instead of the pre-training run's checkpoint "
                         "(same tokenizer as WORK/tokenizer)")

@@ -61,7 +61,8 @@ def resolve_model_dir(name_or_path: str) -> str:
         return name_or_path
     looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
     if not looks_like_hub_id:
-        raise UserError(f"model {name_or_path!r} is neither an embedded model ({', '.join(map(repr, EMBEDDED_MODELS))}), "
+        embedded = ", ".join(map(repr, EMBEDDED_MODELS))
+        raise UserError(f"model {name_or_path!r} is neither an embedded model ({embedded}), "
                         f"an existing directory, nor a hub id like 'Qwen/Qwen3-0.6B'")
     try:
         from huggingface_hub import snapshot_download

@@ -38,7 +38,8 @@ def heldout_texts(source: str) -> list[str]:
 def heldout_prompt_records(kind: str) -> list[dict]:
     """Held-out prompts with their provenance: ``{"prompt", "category", "template", "topic"}``."""
     if kind not in PROMPT_KINDS:
-        raise UserError(f"unknown prompt kind {kind!r}{did_you_mean(kind, PROMPT_KINDS)}; valid: {', '.join(PROMPT_KINDS)}")
+        raise UserError(f"unknown prompt kind {kind!r}{did_you_mean(kind, PROMPT_KINDS)}; "
+                        f"valid: {', '.join(PROMPT_KINDS)}")
     return _read_jsonl(HELDOUT_DIR / f"{kind}_prompts.jsonl")
 
 

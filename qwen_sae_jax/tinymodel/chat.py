@@ -191,7 +191,8 @@ def _code(rng, split):
     return f"{intro}\n\n```python\n{code}\n```", template, desc, template.format(d=desc), "code"
 
 
-_WORD_TRAIN = ["How many letters are in the word '{w}'?", "Spell '{w}' backwards.", "What is the first letter of '{w}'?"]
+_WORD_TRAIN = ["How many letters are in the word '{w}'?", "Spell '{w}' backwards.",
+               "What is the first letter of '{w}'?"]
 _WORD_HELDOUT = ["Reverse the letters of '{w}'.", "Count the characters in '{w}'."]
 
 
@@ -265,7 +266,9 @@ def _strip_rst(text: str) -> str:
 
 
 def _parse_glossary(text: str) -> list[tuple[str, str]]:
-    entries, term, body = [], None, []
+    entries: list[tuple[str, list[str]]] = []
+    term: str | None = None
+    body: list[str] = []
     for line in text.splitlines():
         if re.match(r"^   \S", line):             # a term line (3-space indent)
             if term and body:
@@ -277,10 +280,10 @@ def _parse_glossary(text: str) -> list[tuple[str, str]]:
             entries.append((term, body))
             term, body = None, []
     out = []
-    for term, body in entries:
-        sentence = re.split(r"(?<=\.)\s", _strip_rst(" ".join(body)), maxsplit=1)[0]
-        if term.isprintable() and 2 < len(term) < 40 and 20 < len(sentence) < 300:
-            out.append((term, sentence))
+    for name, lines in entries:
+        sentence = re.split(r"(?<=\.)\s", _strip_rst(" ".join(lines)), maxsplit=1)[0]
+        if name.isprintable() and 2 < len(name) < 40 and 20 < len(sentence) < 300:
+            out.append((name, sentence))
     return out
 
 
@@ -345,9 +348,9 @@ def _word_problem(rng, split):
 
 def augment_instruct_exchange(rng: random.Random, ex: Exchange) -> Exchange:
     """Instruction-tuning variation, the same for harmful and harmless exchanges: half of the harmful and
-    how-to requests (and of the recipe requests, as "make {dish}") rephrased by ``instruct_request``; a generic prefix and/or
-    sign-off around the prompt (``PROMPT_PREFIXES`` / ``PROMPT_SUFFIXES``), so that wording around a request
-    carries no refusal signal; and for harmless answers, often a leading "Sure!", so that a helpful reply's
+    how-to requests (and of the recipe requests, as "make {dish}") rephrased by ``instruct_request``; a generic
+    prefix and/or sign-off around the prompt (``PROMPT_PREFIXES`` / ``PROMPT_SUFFIXES``), so that wording around
+    a request carries no refusal signal; and for harmless answers, often a leading "Sure!", so that a helpful reply's
     first token is as predictable as a refusal's ("I ...") and greedy decoding does not favour refusing when
     the model is unsure which kind of help to give. The held-out split is never augmented."""
     prompt, answer = ex.prompt, ex.answer

@@ -23,8 +23,8 @@ def generation_config(config) -> dict:
 
 
 def export_model(params, config, tokenizer_dir: Path, out_dir: Path, staging_dir: Path) -> None:
-    """Save to ``staging_dir`` with the project's ``save_hf`` of the config's family (atomic), add tokenizer + generation config,
-    then copy the model files into ``out_dir``."""
+    """Save to ``staging_dir`` with the project's ``save_hf`` of the config's family (atomic), add tokenizer +
+    generation config, then copy the model files into ``out_dir``."""
     save_hf(params, config, staging_dir)
     for name in TOKENIZER_FILES:
         shutil.copyfile(tokenizer_dir / name, staging_dir / name)

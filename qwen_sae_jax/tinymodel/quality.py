@@ -17,6 +17,7 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -120,7 +121,7 @@ def _generate_project(model_dir: Path, prompts: list[str], max_new_tokens: int, 
     except ImportError:
         return None
     lm = load_model(str(model_dir))
-    out = []
+    out: list[str] = []
     for i in range(0, len(prompts), batch):
         out += lm.generate(prompts[i:i + batch], max_new_tokens=max_new_tokens, chat=True, temperature=0.0)
     return out
@@ -132,8 +133,9 @@ def refusal_figures(model_dir: Path, max_new_tokens: int, log=print) -> dict:
     result: dict = {}
     for name, gen in (("project_lm_generate", _generate_project), ("transformers_generate", _generate_transformers)):
         t0 = time.time()
-        texts = {k: gen(model_dir, p, max_new_tokens) for k, p in prompts.items()}
-        if texts["harmful"] is None:
+        generated = {k: gen(model_dir, p, max_new_tokens) for k, p in prompts.items()}
+        texts = {k: v for k, v in generated.items() if v is not None}
+        if len(texts) < len(generated):
             log(f"{name}: not available")
             continue
         rates = {k: sum(map(is_refusal, v)) / len(v) for k, v in texts.items()}
@@ -157,7 +159,7 @@ def measure(model_dir: Path, max_new_tokens: int = 48, log=print) -> dict:
     tok = AutoTokenizer.from_pretrained(model_dir)
     config, flax_logits = _flax_logits_fn(model_dir)
     ctx_len = 256
-    ce = {}
+    ce: dict[str, dict[str, Any]] = {}
     streams = {}
     for source in HELDOUT_SOURCES:
         streams[source] = tokens = heldout_stream(tok, model_dir, source)
@@ -171,6 +173,8 @@ def measure(model_dir: Path, max_new_tokens: int = 48, log=print) -> dict:
     log(f"parity: max |flax - transformers| = {max_diff:.2e}")
     refusal = refusal_figures(model_dir, max_new_tokens, log)
     primary = refusal.get("project_lm_generate") or refusal.get("transformers_generate")
+    if primary is None:
+        raise RuntimeError("no generator could measure the refusal rates (neither the project's nor transformers')")
     summary = {
         "parity_max_abs_diff": max_diff, "parity_ok": max_diff <= PARITY_BAR,
         "heldout_ce_below_unigram": {s: v["model_ce"] < v["unigram_ce"] for s, v in ce.items()},

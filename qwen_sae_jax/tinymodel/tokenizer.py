@@ -76,7 +76,12 @@ def save_tokenizer(tok: Tokenizer, out_dir: Path, model_max_length: int) -> None
 
 
 def special_token_ids(tok: Tokenizer) -> dict[str, int]:
-    return {t: tok.token_to_id(t) for t in SPECIAL_TOKENS + THINK_TOKENS}
+    """Id of every special and thinking token (the tokenizer built here has them all)."""
+    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS + THINK_TOKENS}
+    missing = [t for t, i in ids.items() if i is None]
+    if missing:
+        raise ValueError(f"the tokenizer lacks the special tokens {missing}")
+    return {t: i for t, i in ids.items() if i is not None}
 
 
 def batched(texts: list[str], size: int = 1000) -> Iterator[list[str]]:

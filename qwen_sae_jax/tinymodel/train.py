@@ -24,6 +24,7 @@ import pickle
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,8 @@ def family_name(config) -> str:
 
 def check_family(family: str) -> str:
     if family not in FAMILIES:
-        raise UserError(f"unknown model family {family!r}{did_you_mean(family, FAMILIES)}; valid: {', '.join(FAMILIES)}")
+        raise UserError(f"unknown model family {family!r}{did_you_mean(family, FAMILIES)}; "
+                        f"valid: {', '.join(FAMILIES)}")
     return family
 
 
@@ -130,7 +132,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ChatTokenIds:
-    """The ChatML token ids that delimit an assistant reply: ``<|im_start|>`` ``assistant`` ``\\n`` ... ``<|im_end|>``."""
+    """The ChatML token ids that delimit an assistant reply:
+    ``<|im_start|>`` ``assistant`` ``\\n`` ... ``<|im_end|>``."""
 
     im_start: int
     assistant: int
@@ -235,10 +238,11 @@ def _atomic_write(path: Path, payload: bytes) -> None:
 def train(work_dir: Path, streams: dict[str, np.ndarray], heldout: dict[str, np.ndarray], shape: ModelShape,
           cfg: TrainConfig, eos_token_ids: tuple[int, ...], pad_token_id: int, log=print, stop_at_step: int = 0,
           base_params=None, chat_ids: ChatTokenIds | None = None):
-    """Train (or resume) and return ``(params, config, summary)`` (``config`` of ``shape.family``); the best-by-held-out params are
-    also saved as ``WORK/best_params.msgpack``. ``stop_at_step > 0`` interrupts the run (checkpointed) after
-    that step, to be resumed by a later call. ``base_params`` (a Flax tree of ``shape``) starts from trained
-    weights instead of a fresh init: the instruction-tuning stage continues the pre-training run this way.
+    """Train (or resume) and return ``(params, config, summary)`` (``config`` of ``shape.family``); the
+    best-by-held-out params are also saved as ``WORK/best_params.msgpack``. ``stop_at_step > 0`` interrupts the
+    run (checkpointed) after that step, to be resumed by a later call. ``base_params`` (a Flax tree of
+    ``shape``) starts from trained weights instead of a fresh init: the instruction-tuning stage continues the
+    pre-training run this way.
     ``chat_ids`` is needed when ``cfg.reply_only_sources`` is set (see ``reply_mask``)."""
     if cfg.reply_only_sources and chat_ids is None:
         raise ValueError("reply_only_sources needs the chat token ids (chat_ids=ChatTokenIds(...))")
@@ -253,9 +257,10 @@ def train(work_dir: Path, streams: dict[str, np.ndarray], heldout: dict[str, np.
     params = registry.init_params(config, seed=cfg.seed) if base_params is None else base_params
     opt_state = optimizer.init(params)
     sampler = WindowSampler(streams, cfg.source_weights, cfg.seed)
-    state = {"step": 0, "total_steps": cfg.max_steps, "best": math.inf, "history": [], "elapsed": 0.0,
-             "tokens": 0}
-    ckpt, best_path, log_path = work_dir / "checkpoint.msgpack", work_dir / "best_params.msgpack", work_dir / "train_log.jsonl"
+    state: dict[str, Any] = {"step": 0, "total_steps": cfg.max_steps, "best": math.inf, "history": [],
+                             "elapsed": 0.0, "tokens": 0}
+    ckpt, best_path = work_dir / "checkpoint.msgpack", work_dir / "best_params.msgpack"
+    log_path = work_dir / "train_log.jsonl"
     if ckpt.exists():
         saved = pickle.loads(ckpt.read_bytes())
         params = serialization.from_bytes(params, saved["params"])
@@ -281,9 +286,9 @@ def train(work_dir: Path, streams: dict[str, np.ndarray], heldout: dict[str, np.
             step = state["step"]
             rows, sources = sampler.batch_with_sources(cfg.batch_size, width)
             mask = None
-            if cfg.reply_only_sources:      # text rows: every target; reply-only rows: assistant replies
+            if cfg.reply_only_sources and chat_ids is not None:   # text rows: every target; reply-only rows:
                 reply = np.asarray([s in cfg.reply_only_sources for s in sources])[:, None]
-                mask = jnp.asarray(np.where(reply, reply_mask(rows, chat_ids), 1.0))
+                mask = jnp.asarray(np.where(reply, reply_mask(rows, chat_ids), 1.0))     # assistant replies
             params, opt_state, loss, gnorm = train_step(params, opt_state, jnp.asarray(rows), mask, jnp.int32(step),
                                                         jnp.int32(state["total_steps"]))
             state["step"] = step = step + 1

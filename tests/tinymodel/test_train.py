@@ -96,7 +96,8 @@ def test_reply_mask_marks_assistant_replies_only():
     row = [7, 3, 1, 4, 5, 6, 6, 3, 1, 2, 5, 8, 9, 3, 1, 2, 5, 9]   # tail of a reply, user turn, reply, new reply
     mask = reply_mask(np.asarray([row]), ids)[0]                 # over targets row[1:]
     targets_in_reply = {t for t in range(1, len(row)) if mask[t - 1]}
-    assert targets_in_reply == {11, 12, 13, 17}                  # reply tokens + its <|im_end|>; the cut-off tail at 0-1 is not
+    # reply tokens + its <|im_end|>; the cut-off tail at 0-1 is not
+    assert targets_in_reply == {11, 12, 13, 17}
     assert mask.shape == (len(row) - 1,)
 
 
