@@ -361,16 +361,16 @@ def current_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def device_memory_default() -> tuple[int, str]:
+def device_memory_default(local_devices: int) -> tuple[int, str]:
     """(bytes per device, where the figure comes from): an accelerator's reported limit, or the host RAM
-    divided over the local CPU devices."""
+    divided over the ``local_devices`` CPU devices the run uses in this process (the same count the plan
+    spreads the host parts over, so a 1-device run on a machine with 8 forced CPU devices gets all the RAM)."""
     device = jax.local_devices()[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), f"{device.device_kind} reported limit"
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    n = jax.local_device_count()
-    return total // n, f"host RAM {total / GB:.1f} GB / {n} local CPU device(s)"
+    return total // local_devices, f"host RAM {total / GB:.1f} GB / {local_devices} CPU device(s) of this run"
 
 
 # ------------------------------------------------------------------------------------------------ what fits
@@ -477,7 +477,7 @@ def report(cfg: TrainConfig, *, num_devices: int | None = None, device_memory: i
     if device_memory is None and planned not in (None, jax.local_devices()[0].platform):
         raise UserError(f"--platform {planned} needs --device-memory (this machine has no {planned} devices)")
     if device_memory is None:
-        device_memory, source = device_memory_default()
+        device_memory, source = device_memory_default(local)
     plan = plan_memory(cfg, model_config_of(cfg.model.name, model_config_path), n, local_devices=local,
                        platform=platform)
     return format_plan(plan, device_memory, source)
@@ -487,11 +487,11 @@ def check_fits(cfg: TrainConfig, model_config, num_devices: int, device_memory: 
     """Called by `train` before the model is loaded: the arrays alone (no compiles) and, when they reach half
     the device memory, the whole plan. Raises UserError (`refusal`) when the run does not fit; returns a
     one-line summary for the log."""
-    source = "given"
-    if device_memory is None:
-        device_memory, source = device_memory_default()
     platform = jax.local_devices()[0].platform
     local = min(jax.local_device_count(), num_devices)
+    source = "given"
+    if device_memory is None:
+        device_memory, source = device_memory_default(local)
     plan = plan_memory(cfg, model_config, num_devices, local_devices=local, platform=platform, temporaries=False)
     checked = "arrays only: under half the memory, temporaries not compiled"
     if plan.needed() > device_memory // 2:
