@@ -161,7 +161,10 @@ class ActivationStream:
         over 'data' (the end-of-run evaluation streams these instead of filling a buffer of its own)."""
         if self.cache is not None:
             rows = self._global_cache_rows(dtype)
-            return rows, jnp.ones((rows.shape[1],), bool), fstate
+            n = rows.shape[1]
+            keep = jax.make_array_from_callback((n,), NamedSharding(self.mesh, P("data")),   # a global array, like
+                                                lambda index: np.ones(n, bool)[index])      # the rows (multi-host)
+            return rows, keep, fstate
         if self._filtered_jit is None:
             self._filtered_jit = jax.jit(self._filtered, donate_argnums=(1,))
         rows, keep, fstate, counts = self._filtered_jit(params, fstate, self._global_tokens())
