@@ -127,7 +127,7 @@ def test_quality_json_records_the_bars(model_dir):
 @pytest.mark.parametrize("model", [
     "tiny",
     pytest.param("tiny-qwen3.5", marks=pytest.mark.xfail(strict=True, reason=(
-        "measured 80.0% harmful / 14.0% harmless refused after 700 pre-training + 400 instruction-tuning steps "
+        "measured 83.3% harmful / 10.0% harmless refused after 700 pre-training + 700 instruction-tuning steps "
         "(docs/tiny_model.md); remove this mark when a rebuild meets the bars"))),
 ])
 def test_recorded_refusal_rates_meet_the_bars(model):
