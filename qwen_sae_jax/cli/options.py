@@ -96,3 +96,26 @@ def check_output_folder(path, option: str) -> None:
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise UserError(f"{option} {path}: {blocker} is a file, not a folder")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, config_help: str, overrides_example: str) -> None:
+    """The arguments every long-running config command shares (``train``, ``sft``): CONFIG, dotted overrides,
+    ``--resume`` and the multi-host options (`distributed_overrides` turns those into config keys)."""
+    parser.add_argument("config", help=config_help)
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help=f"dotted overrides applied after the file, e.g. {overrides_example}")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint in run_dir (starts fresh if there is none)")
+    parser.add_argument("--coordinator", metavar="HOST:PORT",
+                        help="multi-host: address of process 0 (same as distributed.coordinator)")
+    parser.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    parser.add_argument("--process-id", type=int, help="multi-host: index of this process")
+
+
+def distributed_overrides(args: argparse.Namespace | None) -> list[str]:
+    """``distributed.*=value`` overrides for the multi-host options given on the command line."""
+    if args is None:
+        return []
+    given = (("coordinator", args.coordinator), ("num_processes", args.num_processes),
+             ("process_id", args.process_id))
+    return [f"distributed.{key}={value}" for key, value in given if value is not None]

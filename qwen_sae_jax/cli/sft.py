@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from qwen_sae_jax.cli.options import add_run_arguments, distributed_overrides
+
 HELP = "Fine-tune a model on chat data (full-parameter SFT, optionally SASFT) from a YAML config."
 
 EPILOG_HEAD = """\
@@ -26,15 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG_HEAD + format_help(SFTConfig)
-    parser.add_argument("config", help="YAML file with an SFTConfig (see the keys below)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides applied after the file, e.g. train.steps=50 optim.lr=1e-4")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest checkpoint in run_dir (starts fresh if there is none)")
-    parser.add_argument("--coordinator", metavar="HOST:PORT",
-                        help="multi-host: address of process 0 (same as distributed.coordinator)")
-    parser.add_argument("--num-processes", type=int, help="multi-host: number of processes")
-    parser.add_argument("--process-id", type=int, help="multi-host: index of this process")
+    add_run_arguments(parser, "YAML file with an SFTConfig (see the keys below)", "train.steps=50 optim.lr=1e-4")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,10 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from qwen_sae_jax.posttrain.config import SFTConfig
     from qwen_sae_jax.posttrain.loop import run_sft
 
-    extra = [f"distributed.{key}={value}" for key, value in (
-        ("coordinator", args.coordinator), ("num_processes", args.num_processes), ("process_id", args.process_id))
-        if value is not None]
-    cfg = load_config(SFTConfig, args.config, list(args.overrides) + extra)
+    cfg = load_config(SFTConfig, args.config, list(args.overrides) + distributed_overrides(args))
     result = run_sft(cfg, resume=args.resume)
     if result.interrupted:
         return 128 + (result.stopped_by or 2)

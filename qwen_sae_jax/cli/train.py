@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from qwen_sae_jax.cli.options import byte_size
+from qwen_sae_jax.cli.options import add_run_arguments, byte_size, distributed_overrides
 
 HELP = "Train SAEs on Qwen3 / Qwen3.5 activations from a YAML config (+ dotted key=value overrides)."
 
@@ -32,15 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG_HEAD + format_help(TrainConfig)
-    parser.add_argument("config", help="YAML file with a TrainConfig (see the keys below)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides applied after the file, e.g. saes.0.k=64 data.ctx_len=256")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest checkpoint in run_dir (starts fresh if there is none)")
-    parser.add_argument("--coordinator", metavar="HOST:PORT",
-                        help="multi-host: address of process 0 (same as distributed.coordinator)")
-    parser.add_argument("--num-processes", type=int, help="multi-host: number of processes")
-    parser.add_argument("--process-id", type=int, help="multi-host: index of this process")
+    add_run_arguments(parser, "YAML file with a TrainConfig (see the keys below)", "saes.0.k=64 data.ctx_len=256")
     parser.add_argument("--plan", action="store_true",
                         help="print the memory plan (per-device bytes of every part, what fits) and exit; reads "
                              "no weights and allocates nothing on the devices")
@@ -66,13 +58,7 @@ def load_train_config(path: str, overrides: list[str], args: argparse.Namespace 
     from qwen_sae_jax.config import load_config
     from qwen_sae_jax.train.config import TrainConfig
 
-    extra = []
-    if args is not None:
-        for key, value in (("coordinator", args.coordinator), ("num_processes", args.num_processes),
-                           ("process_id", args.process_id)):
-            if value is not None:
-                extra.append(f"distributed.{key}={value}")
-    return load_config(TrainConfig, path, list(overrides) + extra)
+    return load_config(TrainConfig, path, list(overrides) + distributed_overrides(args))
 
 
 def run(args: argparse.Namespace) -> int:
