@@ -425,7 +425,7 @@ def format_plan(plan: MemoryPlan, device_memory: int, memory_source: str = "") -
                  + ("" if plan.platform != "cpu" else " (CPU: host parts spread over the local devices)"))
     fitting = largest_fitting(plan, device_memory)
     lines.append("largest that fits, one setting at a time: "
-                 + ", ".join(f"{k}={v}" for k, v in fitting.items()))
+                 + ", ".join(f"{k}={v}" if v else f"{k}: none" for k, v in fitting.items()))
     return "\n".join(lines)
 
 

@@ -1,15 +1,32 @@
-"""Per-variant optax optimizer: warmup + constant / cosine / linear decay, gradient clipping, Adam.
+"""Per-SAE optimizer: warmup + constant / cosine / linear decay, gradient clipping, Adam.
 
 Only the trainable leaves of an SAE (``sae.training.trainable_mask``) are updated; the others (the input
-scale, the threshold of topk/relu, BatchTopK's threshold which `after_update` sets) get zero updates.
-Clipping is by the global norm of one SAE's gradient (each SAE has its own optimizer state).
+scale, the threshold of topk/relu, BatchTopK's threshold which `after_update` sets) are left as they are
+and have no moments. Clipping is by the global norm of one SAE's trainable gradient (each SAE has its own
+optimizer state). The arithmetic is optax's ``multi_transform`` of ``chain(clip_by_global_norm, adam)``
+(tests/train/test_optim.py checks it against optax step by step).
+
+The update comes in two halves, so that the trainer's step can write the new moments into the stacked state
+of a group and read them back before it moves the parameters (train/step.py says why):
+
+    state  = opt.moments(grads, state)    # clip, then the moment updates and the step count
+    params = opt.apply(params, state)     # params - lr(count - 1) * mu_hat / (sqrt(nu_hat) + eps)
+
+``opt.update(grads, state, params)`` does both and returns ``(updates, state)`` like an optax transformation.
 """
 from __future__ import annotations
 
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
 import optax
 
 from qwen_sae_jax.sae import SAE, trainable_mask
 from qwen_sae_jax.train.config import OptimConfig
+
+PARAM_FIELDS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "act_scale")
 
 
 def lr_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -29,13 +46,60 @@ def lr_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([warm, optax.constant_schedule(cfg.lr), decay], [warmup, warmup + hold])
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """The optimizer of one SAE (any SAE pytree; the trainable leaves follow its architecture)."""
-    inner = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm is not None else []
-    inner.append(optax.adam(lr_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps))
-    def labels(params: SAE) -> SAE:   # a function: an SAE is itself callable, which optax would misread
-        mask = trainable_mask(params)
-        return mask.replace(**{k: "train" if getattr(mask, k) else "frozen"
-                               for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "act_scale")})
+def trainable_fields(sae: SAE) -> tuple[str, ...]:
+    """Names of the SAE's leaves the optimizer moves (the architecture decides: JumpReLU trains its threshold)."""
+    mask = trainable_mask(sae)
+    return tuple(f for f in PARAM_FIELDS if getattr(mask, f))
 
-    return optax.multi_transform({"train": optax.chain(*inner), "frozen": optax.set_to_zero()}, labels)
+
+@flax.struct.dataclass
+class AdamState:
+    """One SAE's optimizer state (stacked with a leading [n] axis in a group of n hooks)."""
+    count: jax.Array               # [] int32: updates taken
+    mu: dict[str, jax.Array]       # first moments of the trainable leaves, keyed by field name
+    nu: dict[str, jax.Array]       # second moments, same keys
+
+
+@dataclasses.dataclass(frozen=True)
+class SAEOptimizer:
+    """Clipped Adam with an LR schedule over the trainable leaves of one SAE (module docstring)."""
+    cfg: OptimConfig
+    schedule: optax.Schedule
+
+    def init(self, sae: SAE) -> AdamState:
+        zeros = {f: jnp.zeros_like(getattr(sae, f)) for f in trainable_fields(sae)}
+        return AdamState(count=jnp.zeros((), jnp.int32), mu=zeros, nu=dict(zeros))
+
+    def moments(self, grads: SAE, state: AdamState) -> AdamState:
+        """The state after one update with gradient ``grads`` (clipped by global norm first)."""
+        g = {f: getattr(grads, f) for f in state.mu}
+        if self.cfg.clip_norm is not None:
+            norm = optax.tree.norm(g)
+            g = jax.tree.map(lambda a: jnp.where(norm < self.cfg.clip_norm, a, a / norm * self.cfg.clip_norm), g)
+        b1, b2 = self.cfg.b1, self.cfg.b2
+        mu = {f: b1 * state.mu[f] + (1 - b1) * g[f] for f in g}
+        nu = {f: b2 * state.nu[f] + (1 - b2) * jnp.square(g[f]) for f in g}
+        return AdamState(count=optax.safe_increment(state.count), mu=mu, nu=nu)
+
+    def apply(self, sae: SAE, state: AdamState) -> SAE:
+        """``sae`` moved by the update that ``state`` (the output of `moments`) defines."""
+        lr = self.schedule(state.count - 1)
+        c1 = 1 - jnp.asarray(self.cfg.b1, jnp.float32) ** state.count
+        c2 = 1 - jnp.asarray(self.cfg.b2, jnp.float32) ** state.count
+        moved = {}
+        for f in state.mu:
+            step = (state.mu[f] / c1) / (jnp.sqrt(state.nu[f] / c2) + self.cfg.eps)
+            p = getattr(sae, f)
+            moved[f] = (p - lr * step).astype(p.dtype)
+        return sae.replace(**moved)
+
+    def update(self, grads: SAE, state: AdamState, params: SAE) -> tuple[SAE, AdamState]:
+        """optax-style: ``(updates, new state)``, updates zero on the frozen leaves."""
+        state = self.moments(grads, state)
+        updates = jax.tree.map(lambda new, old: new - old, self.apply(params, state), params)
+        return updates, state
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> SAEOptimizer:
+    """The optimizer of one SAE (any SAE pytree; the trainable leaves follow its architecture)."""
+    return SAEOptimizer(cfg, lr_schedule(cfg, total_steps))

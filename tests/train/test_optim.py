@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from qwen_sae_jax.sae import SAEConfig, init_sae
+from qwen_sae_jax.sae import SAEConfig, init_sae, trainable_mask
 from qwen_sae_jax.train.config import OptimConfig
 from qwen_sae_jax.train.optim import lr_schedule, make_optimizer
 
@@ -55,3 +55,32 @@ def test_final_ratio_and_clipping():
     assert np.asarray(updates.threshold).all()          # JumpReLU thresholds are trained
     new = optax.apply_updates(jump, updates)
     assert float(new.act_scale) == float(jump.act_scale)
+
+
+def optax_reference(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    """The same optimizer written with optax: clip + Adam + schedule on the trainable leaves, zero elsewhere."""
+    inner = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm is not None else []
+    inner.append(optax.adam(lr_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps))
+
+    def labels(sae):
+        return jax.tree.map(lambda t: "train" if t else "frozen", trainable_mask(sae))
+    return optax.multi_transform({"train": optax.chain(*inner), "frozen": optax.set_to_zero()}, labels)
+
+
+@pytest.mark.parametrize("architecture, clip", [("topk", 1.0), ("jumprelu", 0.5), ("batchtopk", None)])
+def test_matches_optax_step_by_step(architecture, clip):
+    cfg = OptimConfig(lr=0.05, warmup_steps=2, decay="cosine", clip_norm=clip, b1=0.8, b2=0.95)
+    k = None if architecture == "jumprelu" else 2
+    sae = init_sae(SAEConfig(architecture=architecture, d_in=4, d_sae=8, k=k), jax.random.key(0))
+    ours, ref = make_optimizer(cfg, 6), optax_reference(cfg, 6)
+    ours_state, ref_state, ours_sae, ref_sae = ours.init(sae), ref.init(sae), sae, sae
+    for step in range(6):
+        scale = 10.0 if step % 2 else 0.1          # clipped on odd steps (when clip is set), not on even ones
+        grads = jax.tree.map(lambda a: scale * jax.random.normal(jax.random.key(step), a.shape), sae)
+        ours_state = ours.moments(grads, ours_state)
+        ours_sae = ours.apply(ours_sae, ours_state)
+        updates, ref_state = ref.update(grads, ref_state, ref_sae)
+        ref_sae = optax.apply_updates(ref_sae, updates)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), ours_sae, ref_sae)
+    assert not np.allclose(ours_sae.W_enc, sae.W_enc)
+    assert (np.asarray(ours_sae.threshold) != np.asarray(sae.threshold)).any() == (architecture == "jumprelu")
