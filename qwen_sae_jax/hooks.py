@@ -42,6 +42,8 @@ _SITE_TO_ALIAS = {"input": "hook_resid_pre", "self_attn": "hook_attn_out", "line
 _CANONICAL = re.compile(r"^layers\.(\d+)(?:\.(input|self_attn|linear_attn|mlp))?$")
 _ALIAS = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_attn_out|hook_mlp_out|hook_resid_post)$")
 _MIXER_KIND = {"self_attn": "full-attention", "linear_attn": "Gated DeltaNet (linear_attention)"}
+# the layer kind column of tables and plots: per mixer module, "full" (full attention) or "linear" (Gated DeltaNet)
+LAYER_KINDS = {"self_attn": "full", "linear_attn": "linear"}
 
 Intervention = Callable  # fn(act [B, T, D]) -> act [B, T, D]
 Layers = int | Sequence[str]  # number of full-attention layers, or per layer the mixer's name
@@ -55,6 +57,12 @@ def _mixers(layers: Layers) -> tuple[str, ...]:
     if bad:
         raise ValueError(f"unknown mixer module names {bad}; valid: {MIXER_SITES}")
     return mixers
+
+
+def layer_kinds(layers: Layers) -> tuple[str, ...]:
+    """Per layer, its kind as tables name it: ``full`` (full attention, every Qwen3 layer) or ``linear`` (Gated
+    DeltaNet), from the model's per-layer mixers (``config.mixers``), never from the model family."""
+    return tuple(LAYER_KINDS[m] for m in _mixers(layers))
 
 
 def _name(layer: int, site: str) -> str:

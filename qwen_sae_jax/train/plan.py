@@ -40,6 +40,7 @@ class Plan:
     hooks: tuple[str, ...]      # every hook captured (union over variants), forward order
     d_in: int
     groups: tuple[Group, ...]
+    layer_kinds: tuple[str, ...] = ()   # per model layer "full" or "linear" (hooks.layer_kinds)
 
     @property
     def num_saes(self) -> int:
@@ -59,8 +60,10 @@ def default_variant_name(cfg: SAEConfig) -> str:
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-def make_plan(cfg: TrainConfig, num_layers: int, d_in: int, model_axis: int = 1) -> Plan:
-    """Resolve hooks and variants against a model with ``num_layers`` layers of width ``d_in``.
+def make_plan(cfg: TrainConfig, num_layers: hook_names_mod.Layers, d_in: int, model_axis: int = 1) -> Plan:
+    """Resolve hooks and variants against a model with ``num_layers`` layers of width ``d_in``: the model config's
+    ``mixers`` (per layer its token mixer, so ``blocks.N.hook_attn_out`` resolves to the mixer layer N has), or a
+    count of full-attention layers.
 
     Raises UserError for unknown hooks, invalid SAE settings, duplicate names, or a ``d_sae`` that the
     ``model`` mesh axis does not divide."""
@@ -94,4 +97,5 @@ def make_plan(cfg: TrainConfig, num_layers: int, d_in: int, model_axis: int = 1)
     ordered = tuple(h for h in hook_names_mod.hook_names(num_layers) if h in all_hooks)
     row = {h: r for r, h in enumerate(ordered)}
     return Plan(hooks=ordered, d_in=d_in, groups=tuple(
-        Group(name, i, c, hooks, tuple(row[h] for h in hooks)) for name, i, c, hooks in groups))
+        Group(name, i, c, hooks, tuple(row[h] for h in hooks)) for name, i, c, hooks in groups),
+        layer_kinds=hook_names_mod.layer_kinds(num_layers))
