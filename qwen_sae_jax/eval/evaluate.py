@@ -31,6 +31,7 @@ from qwen_sae_jax.eval.metrics import (
     next_token_ce,
 )
 from qwen_sae_jax.eval.splice import loss_mask, outlier_positions, token_mask, unit_sums
+from qwen_sae_jax.hooks import layer_kinds
 from qwen_sae_jax.interop.hook_names import layer_and_site
 from qwen_sae_jax.lm import check_saes_fit
 
@@ -198,18 +199,20 @@ def evaluate(lm, saes: Mapping[str, "SAE"], batches: Sequence, config: EvalConfi
             "kl_spliced": t["kl_spliced"] / n, "kl_zero_ablated": t["kl_zero"] / n,
         }
 
+    kinds = layer_kinds(lm.config.mixers)      # per layer "full" / "linear", from the model's per-layer mixer
+    kind_of = lambda layer: kinds[layer] if layer is not None and 0 <= layer < len(kinds) else None  # noqa: E731
     results = []
     for name in names:
         sae = saes[name]
         layer, site = layer_and_site(sae.cfg.hook_name)
-        row = {"name": name, "hook": sae.cfg.hook_name, "layer": layer, "site": site,
+        row = {"name": name, "hook": sae.cfg.hook_name, "layer": layer, "site": site, "layer_kind": kind_of(layer),
                "variant": variant_of(name, sae), "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae,
                "k": sae.cfg.k, **stats[name].summary(config.dense_threshold), **model_metrics(name)}
         results.append(SAEEval(name, row, stats[name].log10_density, stats[name].l0_hist.copy()))
     joint_rows = []
     for label, members in groups.items():
         layer, _ = layer_and_site(saes[members[0]].cfg.hook_name)
-        joint_rows.append({"name": label, "layer": layer, "saes": members,
+        joint_rows.append({"name": label, "layer": layer, "layer_kind": kind_of(layer), "saes": members,
                            "hooks": [saes[m].cfg.hook_name for m in members], **model_metrics(label)})
     return EvalResults(saes=results, joint=joint_rows, ce_clean=clean.mean, n_tokens=int(n_mask), config=config)
 

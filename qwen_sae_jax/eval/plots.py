@@ -4,6 +4,9 @@
     delta_lm_loss_vs_layer.png  CE_spliced - CE_clean against layer, one line per (site, variant)
     l0_vs_fvu.png               the sparsity / reconstruction trade-off: L0 against FVU, one point per SAE
     density_histograms.png      per SAE, the histogram of log10 latent firing frequency
+
+Each layer is labelled with its kind (the rows' ``layer_kind``: "full" attention or "linear" Gated DeltaNet): the
+layer axis ticks read "0\nlinear", the trade-off points "L0 linear", the histogram titles "(layer 0: linear)".
 """
 from __future__ import annotations
 
@@ -34,14 +37,29 @@ def _by_line(rows):
     return dict(sorted(lines.items(), key=lambda kv: (SITE_ORDER.get(kv[0][0], 9), kv[0][1])))
 
 
-def _line_plot(rows, key: str, ylabel: str, title: str, path: Path, plt) -> None:
-    from matplotlib.ticker import MaxNLocator
+def layer_labels(rows, sep: str = "\n") -> dict[int, str]:
+    """``{layer: "N<sep>kind"}`` for the layer axis, kind from the rows' ``layer_kind`` (just ``"N"`` where the rows
+    name none: an eval.json written before the column existed)."""
+    kinds: dict[int, str | None] = {}
+    for row in rows:
+        if row.get("layer") is not None:
+            kinds.setdefault(row["layer"], row.get("layer_kind"))
+    return {layer: f"{layer}{sep}{kind}" if kind else str(layer) for layer, kind in sorted(kinds.items())}
 
+
+def _layer_axis(ax, rows) -> None:
+    """A tick per evaluated layer, labelled with the layer's kind (rotated when there are many layers)."""
+    many = len({r["layer"] for r in rows if r.get("layer") is not None}) > 12
+    labels = layer_labels(rows, sep=" " if many else "\n")
+    ax.set_xticks(list(labels), list(labels.values()), fontsize=5 if many else 7, rotation=90 if many else 0)
+    ax.set_xlabel("layer and kind (full attention / linear = Gated DeltaNet)")
+
+
+def _line_plot(rows, key: str, ylabel: str, title: str, path: Path, plt) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for (site, variant), line in _by_line(rows).items():
         ax.plot([r["layer"] for r in line], [r[key] for r in line], marker="o", label=f"{site} ({variant})")
-    ax.set_xlabel("layer")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _layer_axis(ax, rows)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -76,7 +94,8 @@ def plot_all(results, out_dir: str | Path) -> dict[str, Path]:
         labelled.add(site)
         ax.plot([r["l0_mean"] for r in pts], [r["fvu"] for r in pts], marker="o", color=colour,
                 label=site if first_of_site else None)
-        ax.annotate(f"L{layer}", (pts[-1]["l0_mean"], pts[-1]["fvu"]), fontsize=7, xytext=(3, 0),
+        kind = f" {pts[-1]['layer_kind']}" if pts[-1].get("layer_kind") else ""
+        ax.annotate(f"L{layer}{kind}", (pts[-1]["l0_mean"], pts[-1]["fvu"]), fontsize=7, xytext=(3, 0),
                     textcoords="offset points")
     if all(r["fvu"] > 0 for r in rows):
         ax.set_yscale("log")
@@ -105,7 +124,8 @@ def plot_all(results, out_dir: str | Path) -> dict[str, Path]:
         if dead:
             ax.bar([dead_at], [dead], width=0.4, color="tab:red")
         ax.set_xlim(dead_at - 0.5, 0.1)
-        ax.set_title(f"{s.name}\n{dead} dead (red) of {len(s.log10_density)}", fontsize=7)
+        kind = f" (layer {s.row['layer']}: {s.row['layer_kind']})" if s.row.get("layer_kind") else ""
+        ax.set_title(f"{s.name}{kind}\n{dead} dead (red) of {len(s.log10_density)}", fontsize=7)
         ax.set_xlabel("log10 firing frequency", fontsize=7)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(saes):]:

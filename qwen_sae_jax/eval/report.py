@@ -2,7 +2,9 @@
 
 Files written by `write_report` into the output folder:
 
-    eval.md                     the per-(layer, site) table and the joint-splicing table
+    eval.md                     the per-(layer, site) table and the joint-splicing table; both name each layer's kind
+                                (``layer_kind``: "full" attention or "linear" Gated DeltaNet, from the model's
+                                per-layer mixer; "-" in rows of an older eval.json without it)
     eval.csv                    every metric of every SAE, one row each
     eval.json                   config, rows, joint rows, per-SAE L0 histograms
     feature_density.safetensors {sae name: log10 firing frequency [d_sae]} (for `qwen-sae export --density`)
@@ -22,16 +24,16 @@ SITE_ORDER = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2, "resid_post": 3}
 
 # (column title, row key, format) of the Markdown table
 TABLE_COLUMNS = [
-    ("layer", "layer", "{}"), ("site", "site", "{}"), ("variant", "variant", "{}"), ("d_sae", "d_sae", "{}"),
-    ("L0", "l0_mean", "{:.1f}"), ("FVU", "fvu", "{:.4f}"), ("expl. var.", "explained_variance", "{:.4f}"),
-    ("cos", "cossim", "{:.3f}"), ("dead %", "dead_fraction", "pct"), ("dense %", "dense_fraction", "pct"),
-    ("CE clean", "ce_clean", "{:.4f}"), ("CE spliced", "ce_spliced", "{:.4f}"),
+    ("layer", "layer", "{}"), ("kind", "layer_kind", "{}"), ("site", "site", "{}"), ("variant", "variant", "{}"),
+    ("d_sae", "d_sae", "{}"), ("L0", "l0_mean", "{:.1f}"), ("FVU", "fvu", "{:.4f}"),
+    ("expl. var.", "explained_variance", "{:.4f}"), ("cos", "cossim", "{:.3f}"), ("dead %", "dead_fraction", "pct"),
+    ("dense %", "dense_fraction", "pct"), ("CE clean", "ce_clean", "{:.4f}"), ("CE spliced", "ce_spliced", "{:.4f}"),
     ("ΔLM loss", "delta_lm_loss", "{:.4f}"), ("CE rec. (zero)", "ce_loss_recovered", "{:.3f}"),
     ("CE rec. (mean)", "ce_loss_recovered_mean_ablation", "{:.3f}"), ("KL", "kl_spliced", "{:.4f}"),
 ]
 JOINT_COLUMNS = [
-    ("group", "name", "{}"), ("hooks", "hooks", "list"), ("CE clean", "ce_clean", "{:.4f}"),
-    ("CE spliced", "ce_spliced", "{:.4f}"), ("ΔLM loss", "delta_lm_loss", "{:.4f}"),
+    ("group", "name", "{}"), ("kind", "layer_kind", "{}"), ("hooks", "hooks", "list"),
+    ("CE clean", "ce_clean", "{:.4f}"), ("CE spliced", "ce_spliced", "{:.4f}"), ("ΔLM loss", "delta_lm_loss", "{:.4f}"),
     ("CE rec. (zero)", "ce_loss_recovered", "{:.3f}"), ("CE rec. (mean)", "ce_loss_recovered_mean_ablation", "{:.3f}"),
     ("KL", "kl_spliced", "{:.4f}"),
 ]
@@ -70,7 +72,8 @@ def render_markdown(results, title: str = "SAE evaluation") -> str:
              f"{results.n_tokens} evaluated positions (special tokens {'excluded' if cfg.exclude_special else 'kept'}, "
              f"first position {'excluded' if cfg.exclude_first else 'kept'}); clean next-token CE "
              f"{results.ce_clean:.4f} nats. Explained variance as SAELens defines it; FVU = 1 - explained "
-             "variance; CE rec. = (CE_ablated - CE_spliced) / (CE_ablated - CE_clean).", "",
+             "variance; CE rec. = (CE_ablated - CE_spliced) / (CE_ablated - CE_clean). kind = the layer's token "
+             "mixer: full attention or linear (Gated DeltaNet).", "",
              markdown_table(rows), ""]
     if results.joint:
         parts += ["## All SAEs of a layer spliced together", "", markdown_table(results.joint, JOINT_COLUMNS), ""]

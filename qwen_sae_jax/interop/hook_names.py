@@ -40,12 +40,16 @@ def from_transformer_lens(hook_name: str | None) -> str | None:
     return f"layers.{m.group(1)}" + (f".{site}" if site else "")
 
 
+_ANY_MIXER = re.compile(r"^layers\.(\d+)(?:\.(input|self_attn|linear_attn|mlp))?$")
+
+
 def layer_and_site(hook_name: str | None) -> tuple[int | None, str]:
-    """``("layers.3.mlp") -> (3, "mlp")``; the residual after a block is site ``"resid_post"``."""
+    """``("layers.3.mlp") -> (3, "mlp_out")``; the residual after a block is site ``"resid_post"``; either token
+    mixer (``self_attn``, Qwen3.5's ``linear_attn``) is site ``"attn_out"``, as its SAELens alias."""
     if hook_name is None:
         return None, "unknown"
-    m = _CANON.match(from_transformer_lens(hook_name) or "")
+    m = _ANY_MIXER.match(from_transformer_lens(hook_name) or "")
     if not m:
         return None, hook_name
     return int(m.group(1)), {None: "resid_post", "input": "resid_pre", "self_attn": "attn_out",
-                             "mlp": "mlp_out"}[m.group(2)]
+                             "linear_attn": "attn_out", "mlp": "mlp_out"}[m.group(2)]

@@ -82,7 +82,7 @@ def test_eval_run_directory_writes_tables_and_plots_then_export_uses_them(model_
         assert r["ce_clean"] == pytest.approx(data["ce_clean"])
     assert [j["name"] for j in data["joint"]] == ["layer 0 [topk-k4]"]
     md = (ev / "eval.md").read_text()
-    assert "| 0 | mlp_out | topk-k4 |" in md and "All SAEs of a layer spliced together" in md
+    assert "| 0 | full | mlp_out | topk-k4 |" in md and "All SAEs of a layer spliced together" in md
     csv_lines = (ev / "eval.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 4 and csv_lines[0].startswith("name,hook,layer,site")
     for png in ("fvu_vs_layer.png", "delta_lm_loss_vs_layer.png", "l0_vs_fvu.png", "density_histograms.png"):
@@ -91,7 +91,7 @@ def test_eval_run_directory_writes_tables_and_plots_then_export_uses_them(model_
     # the export picks up the eval table and the feature densities
     assert cli.main(["export", "--format", "saelens", str(run), str(tmp_path / "hub")]) == 0
     readme = (tmp_path / "hub" / "README.md").read_text()
-    assert "## Evaluation" in readme and "| 1 | resid_post | topk-k4 |" in readme
+    assert "## Evaluation" in readme and "| 1 | full | resid_post | topk-k4 |" in readme
     from safetensors.numpy import load_file
     sparsity = load_file(str(tmp_path / "hub" / "blocks.1.hook_resid_post" / "sparsity.safetensors"))["sparsity"]
     assert sparsity.shape == (64,) and np.all(sparsity <= 1e-6) and sparsity.min() >= -10.0
