@@ -4,7 +4,8 @@ For each SAE, over the first ``eval.tokens`` filtered activations of held-out do
 streamed one model batch at a time after the training state is released (`evaluate_stream`):
 FVU and explained variance (SAELens' definition, ``qwen_sae_jax.eval.metrics``), mean L0, and the dead
 fraction from training (latents that had not fired in the last ``dead_tokens_threshold`` training tokens);
-``eval_dead_fraction`` is the fraction that never fired on the evaluated tokens.
+``eval_dead_fraction`` is the fraction that never fired on the evaluated tokens. ``layer_kind`` names the kind of
+the SAE's layer ("full" attention or "linear" Gated DeltaNet, from the model's per-layer mixer: `Plan.layer_kinds`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwen_sae_jax.eval.metrics import ActivationStats, activation_batch_sums
+from qwen_sae_jax.hooks import parse
 from qwen_sae_jax.sae import dead_mask
 from qwen_sae_jax.train.distributed import to_host
 from qwen_sae_jax.train.plan import Plan
@@ -74,8 +76,10 @@ def evaluate_stream(plan: Plan, saes: list, dead_fractions: list[list[float]], n
     for gi, group in enumerate(plan.groups):
         for j, hook in enumerate(group.hooks):
             s = stats[gi, j].summary()
+            layer = parse(hook)[0]
             results[group.folder(hook)] = {
-                "hook": hook, "variant": group.name, "architecture": group.cfg.architecture,
+                "hook": hook, "layer_kind": plan.layer_kinds[layer] if layer < len(plan.layer_kinds) else None,
+                "variant": group.name, "architecture": group.cfg.architecture,
                 "d_sae": group.cfg.d_sae, "k": group.cfg.k, "fvu": s["fvu"],
                 "explained_variance": s["explained_variance"], "l0": s["l0_mean"], "mse": s["mse"],
                 "cossim": s["cossim"], "dead_fraction": dead_fractions[gi][j],
@@ -90,10 +94,12 @@ def dead_fractions(plan: Plan, groups: tuple) -> list[list[float]]:
 
 
 def format_table(results: dict[str, dict]) -> str:
-    """A fixed-width table, one row per SAE, for the terminal."""
+    """A fixed-width table, one row per SAE, for the terminal; ``kind`` is the kind of the SAE's layer ("full" or
+    "linear"; "-" for a row without it)."""
     name_w = max([len("SAE")] + [len(k) for k in results])
-    head = f"{'SAE':<{name_w}}  " + "  ".join(f"{title:>9}" for _, title, _ in COLUMNS)
+    head = f"{'SAE':<{name_w}}  {'kind':<6}  " + "  ".join(f"{title:>9}" for _, title, _ in COLUMNS)
     lines = [head, "-" * len(head)]
     for folder, row in results.items():
-        lines.append(f"{folder:<{name_w}}  " + "  ".join(f"{fmt.format(row[key]):>9}" for key, _, fmt in COLUMNS))
+        lines.append(f"{folder:<{name_w}}  {row.get('layer_kind') or '-':<6}  "
+                     + "  ".join(f"{fmt.format(row[key]):>9}" for key, _, fmt in COLUMNS))
     return "\n".join(lines)
