@@ -33,8 +33,8 @@ def _matches(hook: str, pattern: str) -> bool:
     """Whether canonical ``hook`` matches a name, alias or glob over either."""
     from qwen_sae_jax.hooks import alias_of
 
-    if not any(ch in pattern for ch in "*?["):
-        return hook == canonical_hook(pattern)
+    if not any(ch in pattern for ch in "*?["):    # blocks.N.hook_attn_out: whichever mixer layer N has
+        return hook == canonical_hook(pattern) or alias_of(hook) == pattern
     return fnmatch.fnmatchcase(hook, pattern) or fnmatch.fnmatchcase(alias_of(hook), pattern)
 
 
