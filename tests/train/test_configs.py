@@ -10,6 +10,7 @@ import yaml
 from qwen_sae_jax.cli.options import byte_size
 from qwen_sae_jax.config import load_config
 from qwen_sae_jax.interop.releases import RELEASES
+from qwen_sae_jax.lm import EMBEDDED_MODELS
 from qwen_sae_jax.models.registry import read_config
 from qwen_sae_jax.sae import init_sae
 from qwen_sae_jax.train.config import TrainConfig
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 # SAE training configs (other configs/ files lack a `train` or a `saes` section: the steering study's, fine-tuning's)
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
                  if {"train", "saes"} <= set(yaml.safe_load(p.read_text()) or {}))
-FULL_SIZE = [p for p in CONFIGS if load_config(TrainConfig, p).model.name != "tiny"]
+FULL_SIZE = [p for p in CONFIGS if load_config(TrainConfig, p).model.name not in EMBEDDED_MODELS]
 QWEN35_PRESETS = ["qwen-scope-3.5-2b", "qwen-scope-3.5-9b", "qwen-scope-3.5-27b", "qwen-scope-3.5-35b-a3b"]
 
 
@@ -31,8 +32,8 @@ def _model_json(name: str) -> Path:
 
 
 def _model_config(name: str):
-    if name == "tiny":
-        return read_config(REPO / "qwen_sae_jax" / "assets" / "tiny-qwen3" / "config.json")
+    if name in EMBEDDED_MODELS:       # tiny, tiny-qwen3.5
+        return read_config(Path(EMBEDDED_MODELS[name]) / "config.json")
     return read_config(_model_json(name))
 
 
@@ -46,13 +47,13 @@ def test_the_presets_exist():
 def test_config_is_valid_for_its_model(path):
     cfg = load_config(TrainConfig, path)
     model = _model_config(cfg.model.name)
-    plan = make_plan(cfg, model.num_hidden_layers, model.hidden_size, model_axis=cfg.mesh.model)
+    plan = make_plan(cfg, model.mixers, model.hidden_size, model_axis=cfg.mesh.model)
     assert plan.num_saes >= 1 and plan.d_in == model.hidden_size
     for group in plan.groups:   # parameter shapes of each SAE, from abstract evaluation only
         shapes = jax.eval_shape(lambda g=group: init_sae(g.cfg, jax.random.key(0)))
         assert shapes.W_enc.shape == (model.hidden_size, group.cfg.d_sae)
         assert shapes.W_dec.shape == (group.cfg.d_sae, model.hidden_size)
-    if cfg.model.name != "tiny":   # full-size runs are meant for pod slices / 8-GPU hosts (docs/launch.md)
+    if cfg.model.name not in EMBEDDED_MODELS:   # full-size runs are meant for pod slices / 8-GPU hosts (docs/launch.md)
         assert cfg.data.batch_size % 8 == 0 and cfg.train.batch_size % 8 == 0
         assert cfg.model.dtype == "bfloat16"
 
@@ -70,6 +71,9 @@ def test_paper_suites_have_the_published_shapes():
     tiny = by_name["tiny"]
     plan = make_plan(tiny, 4, 192)
     assert plan.num_saes == 12      # 4 layers x {residual, MLP out, attention out}
+    hybrid = make_plan(by_name["tiny-qwen3.5"], _model_config("tiny-qwen3.5").mixers, 192)
+    assert hybrid.num_saes == 12 and {"layers.0.linear_attn", "layers.1.self_attn", "layers.2.linear_attn",
+                                      "layers.3.self_attn"} <= set(hybrid.hooks)   # each layer's own mixer
     for name in ("qwen3-1.7b-all", "qwen3-4b-all"):
         cfg = by_name[name]
         model = _model_config(cfg.model.name)
