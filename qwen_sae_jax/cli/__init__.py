@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "capture": "capture",
     "train": "train",
     "sft": "sft",
+    "synthesize": "synthesize",
     "eval": "eval",
     "export": "export",
     "import": "import_",
