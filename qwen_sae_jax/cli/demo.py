@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
         return 128 + (result.stopped_by or 2)
     minutes = (time.time() - start) / 60
     print(f"\nHeld-out quality of each SAE ({result.summary and next(iter(result.summary.values()))['eval_tokens']:,} "
-          f"held-out activations; kind = the layer's token mixer: full attention, or linear (Gated DeltaNet);\n"
-          f"FVU = 1 - explained variance, L0 = active latents per token,\n"
-          f"dead = latents that did not fire in the last dead_tokens_threshold training tokens):\n")
+          f"held-out activations; FVU = 1 - explained variance, L0 = active latents per token,\n"
+          f"dead = latents that did not fire in the last dead_tokens_threshold training tokens; kind = the layer's "
+          f"token mixer:\nfull attention, or linear = Gated DeltaNet):\n")
     print(result.table)
     print(f"\ndone in {minutes:.1f} min. SAEs: {run_dir / 'saes'}/<hook>__<variant>/ (load with "
           f"qwen_sae_jax.load_sae); metrics: {run_dir / 'metrics.jsonl'}; table: {run_dir / 'summary.json'}")
