@@ -108,3 +108,15 @@ def test_shipped_refusal_configs_load():
     for path in paths:
         cfg = load_config(RefusalConfig, path)
         assert cfg.saes and cfg.alphas[0] == 0.0
+
+
+@pytest.mark.parametrize("name", ["refusal-tiny.yaml", "refusal-tiny-qwen3.5.yaml"])
+def test_shipped_refusal_configs_load(name):
+    """Both embedded models' study configs resolve (keys, prompt files) and differ only where they should."""
+    from pathlib import Path
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    cfg = load_config(RefusalConfig, configs / name)
+    base = load_config(RefusalConfig, configs / "refusal-tiny.yaml")
+    assert cfg.hooks == base.hooks and cfg.alphas == base.alphas and cfg.prompts == base.prompts
+    assert cfg.saes == (["runs/tiny-qwen3.5"] if "qwen3.5" in name else ["runs/tiny"])
+    assert cfg.out_dir != base.out_dir or name == "refusal-tiny.yaml"
