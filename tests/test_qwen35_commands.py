@@ -77,7 +77,7 @@ def test_eval_splices_both_mixers_and_names_the_layer_kind(run, tmp_path):
 
     run_dir, _ = run
     out_dir = tmp_path / "eval"
-    code, out = _cli("eval", run_dir, "--hook", "layers.0.linear_attn", "--hook", "layers.1.self_attn",
+    code, out = _cli("eval", run_dir, "--hook", "blocks.0.hook_attn_out", "--hook", "layers.1.self_attn",
                      "--tokens", "128", "--batch-size", "2", "--ctx-len", "32", "--no-plots", "--out", out_dir)
     assert code == 0
     assert "| 0 | linear | attn_out | topk-k32 |" in out and "| 1 | full | attn_out | topk-k32 |" in out

@@ -157,7 +157,18 @@ def matches_hook(name: str, hook: str) -> bool:
     the SAE meant by ``hook`` (its full name, or its hook in canonical or TransformerLens naming)."""
     wanted = {hook, from_transformer_lens(hook)}
     base = name.split("__")[0]
-    return bool({name, base, from_transformer_lens(name), from_transformer_lens(base)} & wanted)
+    return bool({name, base, from_transformer_lens(name), from_transformer_lens(base), _alias(base)} & wanted)
+
+
+def _alias(name: str) -> str | None:
+    """The SAELens alias of a canonical hook name (``layers.0.linear_attn`` -> ``blocks.0.hook_attn_out``, the
+    alias of whichever mixer a layer has), else None."""
+    from qwen_sae_jax.hooks import alias_of
+
+    try:
+        return alias_of(name)
+    except UserError:
+        return None
 
 
 def load_sae(path: str | os.PathLike, format: str | None = None, *, hook: str | None = None,
