@@ -176,7 +176,8 @@ SAMPLES = [syn.Sample.pair("How do I bake bread?", "Mix flour, water and yeast."
                        {"role": "user", "content": "Why not?"}, {"role": "assistant", "content": "It is illegal."}]),
            syn.Sample.pair("What's the Chinese word for 'door'?", "门"),
            syn.Sample.pair("Sort 3, 1, 2.", "1, 2, 3"), syn.Sample.pair("2+2?", "4"),
-           syn.Sample.pair("Write a poem about the sea and the wind and the rain.", "The sea is wide. " * 6)]
+           syn.Sample.pair("Write a poem about the sea.", "The sea is wide. The sea is deep. Then: 猫 狗 河 山, "
+                           "import numpy as np; def f(x): return x ** 2 # 2024-01-01 $5.99 <html> ERROR 404 !!!")]
 
 
 def numpy_reference(lm, saes, targets, samples, max_tokens):
@@ -184,7 +185,8 @@ def numpy_reference(lm, saes, targets, samples, max_tokens):
     sample's tokens at the start of an unmasked batch (causal: the padding after them changes nothing)."""
     tok = lm.tokenizer
     seqs = [tok(syn.render(tok, s), add_special_tokens=False)["input_ids"][:max_tokens] for s in samples]
-    width = max(map(len, seqs))
+    width = 48                                       # one shape for every call (one compiled capture)
+    assert max(map(len, seqs)) <= width and (max_tokens < width or max(map(len, seqs)) == width)
     ids = np.array([s + [lm.pad_token_id] * (width - len(s)) for s in seqs], np.int32)
     acts = lm.capture(ids, list(saes))
     lo, hi = np.zeros((len(samples), len(targets)), bool), np.zeros((len(samples), len(targets)), bool)
@@ -197,17 +199,40 @@ def numpy_reference(lm, saes, targets, samples, max_tokens):
     return lo, hi
 
 
+def with_pad_detector(lm, sae, feature: int):
+    """``sae`` with ``feature`` made to fire on padding tokens and on no real token of `SAMPLES` (so a sample
+    counted over its padding would wrongly activate it)."""
+    import jax.numpy as jnp
+
+    tok, hook = lm.tokenizer, sae.cfg.hook_name
+    seqs = [tok(syn.render(tok, s), add_special_tokens=False)["input_ids"][:48] for s in SAMPLES]
+    ids = np.array([s + [lm.pad_token_id] * (64 - len(s)) for s in seqs], np.int32)
+    x = np.asarray(lm.capture(ids, [hook])[hook], np.float64) * float(sae.act_scale) - np.asarray(sae.b_dec)
+    pad = np.zeros(ids.shape, bool)
+    for i, s in enumerate(seqs):
+        pad[i, len(s):] = True
+    direction = x[pad].mean(0) - x[~pad].mean(0)
+    score = x @ direction
+    assert score[pad].min() > score[~pad].max()      # padding is separable from real tokens along it
+    return sae.replace(W_enc=sae.W_enc.at[:, feature].set(jnp.asarray(direction, jnp.float32)),
+                       b_enc=sae.b_enc.at[feature].set(-float(score[pad].min() + score[~pad].max()) / 2))
+
+
 def test_activated_targets_matches_numpy(lm):
-    saes = {"layers.1": sparse_relu_sae(lm, "layers.1", 0), "layers.3.mlp": sparse_relu_sae(lm, "layers.3.mlp", 1)}
+    saes = {"layers.1": with_pad_detector(lm, sparse_relu_sae(lm, "layers.1", 0), 47),
+            "layers.3.mlp": sparse_relu_sae(lm, "layers.3.mlp", 1)}
     targets = [("layers.3.mlp", 4), ("layers.1", 7), ("layers.1", 0), ("layers.3.mlp", 30), ("layers.1", 47),
                ("layers.3.mlp", 11)] + [("layers.1", f) for f in range(10, 40, 3)]
-    got = syn.activated_targets(lm, saes, targets, SAMPLES, batch_size=3, max_tokens=40)
-    lo, hi = numpy_reference(lm, saes, targets, SAMPLES, max_tokens=40)
+    got = syn.activated_targets(lm, saes, targets, SAMPLES, batch_size=3, max_tokens=48)
+    lo, hi = numpy_reference(lm, saes, targets, SAMPLES, max_tokens=48)
     assert got.shape == (len(SAMPLES), len(targets))
     assert np.all(lo <= got) and np.all(got <= hi)
     assert 0 < lo.sum() and lo.sum() < lo.size and (lo == hi).mean() > 0.9   # a real, mostly unambiguous test
-    cut = syn.activated_targets(lm, saes, targets, SAMPLES, batch_size=3, max_tokens=8)
-    assert np.all(cut <= got) and cut.sum() < got.sum()                     # fewer tokens, fewer activations
+    assert not hi[:, targets.index(("layers.1", 47))].any()                  # padding is not counted
+    cut = syn.activated_targets(lm, saes, targets, SAMPLES, batch_size=3, max_tokens=33)   # same padded shape
+    cut_lo, cut_hi = numpy_reference(lm, saes, targets, SAMPLES, max_tokens=33)
+    assert np.all(cut_lo <= cut) and np.all(cut <= cut_hi) and np.all(cut <= got)
+    assert cut_lo.sum() < lo.sum()                                          # the cut really drops activations
     with pytest.raises(UserError, match=r"feature 48 of layers.1 is outside its SAE \(d_sae=48"):
         syn.activated_targets(lm, saes, [("layers.1", 48)], SAMPLES)
     with pytest.raises(UserError, match="names hook 'layers.2' but no --sae reads it; hooks with an SAE: layers.1"):
@@ -248,8 +273,8 @@ def test_cli_end_to_end(lm, cli_inputs, capsys):
 
     out = cli_inputs / "out"
     code = main(["synthesize", "--sae", str(cli_inputs / "sae"), "--features", str(cli_inputs / "features.json"),
-                 "--data", str(cli_inputs / "data.jsonl"), "--budget", "3", "--candidates", "8", "--batch-size", "8",
-                 "--max-prompt-tokens", "12", "--max-new-tokens", "12", "--out", str(out), "--seed", "5"])
+                 "--data", str(cli_inputs / "data.jsonl"), "--budget", "3", "--candidates", "12", "--batch-size", "6",
+                 "--max-prompt-tokens", "8", "--max-new-tokens", "8", "--out", str(out), "--seed", "5"])
     text = capsys.readouterr().out
     assert code == 0, text
     summary = json.loads((out / "summary.json").read_text())
