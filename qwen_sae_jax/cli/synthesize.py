@@ -180,6 +180,8 @@ def run(args) -> int:
     print(f"model {lm.name}; {T} target features ({per_hook})")
     print(f"existing data: {len(data)} samples cover {int(existing.sum())}/{T} targets "
           f"({100 * existing.mean():.1f}%); {T - int(existing.sum())} uncovered")
+    if existing.all():
+        print("every target is covered already: the kept samples will be the candidates activating the most targets")
     update, close = _progress(args.candidates)
     start = time.time()
     try:

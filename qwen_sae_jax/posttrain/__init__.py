@@ -8,4 +8,5 @@ SFT against unexpected code-switching).
     step.py      reply-token CE + SASFT, AdamW, clipping, gradient checkpointing, the sharded compiled step
     loop.py      run_sft(): checkpoints, resume, logging, HF export
     config.py    SFTConfig (`qwen-sae sft CONFIG.yaml key=value ...`)
+    synthesis.py feature-guided safety-data synthesis: target coverage, greedy selection, candidate generator
 """
