@@ -56,7 +56,7 @@ def run_pipeline(lm, cfg, tokens, special_ids, steps: int) -> dict:
     from qwen_sae_jax.train.step import Trainer
 
     mesh = make_mesh(cfg.mesh)
-    plan = make_plan(cfg, lm.config.num_hidden_layers, lm.config.hidden_size)
+    plan = make_plan(cfg, lm.config.mixers, lm.config.hidden_size)
     stream = ActivationStream(plan.hooks, mesh, lm=lm, tokens=tokens, special_ids=special_ids, drop_first=True,
                               outlier_factor=cfg.filter.norm_outlier_factor, global_batch=cfg.data.batch_size,
                               ctx_len=cfg.data.ctx_len)

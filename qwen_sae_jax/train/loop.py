@@ -176,7 +176,7 @@ def _build_run(cfg: TrainConfig, check_memory: bool, device_memory: int | None) 
         raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by the 'data' mesh axis "
                         f"({n_data} devices)")
     model_config = _model_config(cfg)
-    plan = make_plan(cfg, model_config.num_hidden_layers, model_config.hidden_size, n_model)
+    plan = make_plan(cfg, model_config.mixers, model_config.hidden_size, n_model)
     memory_line = None
     if check_memory:
         from qwen_sae_jax.train.memory import check_fits

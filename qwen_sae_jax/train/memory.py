@@ -297,7 +297,7 @@ def plan_memory(cfg: TrainConfig, model_config, num_devices: int, *, local_devic
     n_data, n_model = mesh_shape(cfg, num_devices)
     mesh = AbstractMesh((n_data, n_model), ("data", "model"))
     local = local_devices or n_data * n_model
-    plan = make_plan(cfg, model_config.num_hidden_layers, model_config.hidden_size, n_model)
+    plan = make_plan(cfg, model_config.mixers, model_config.hidden_size, n_model)
     act_dtype = jnp.dtype(cfg.model.dtype)
     model_part = _model_parts(cfg, model_config, mesh, act_dtype)
     if cfg.cache.mode == "read":
