@@ -53,7 +53,14 @@ def test_end_of_run_holds_no_more_than_a_step(make_config, monkeypatch):
     monkeypatch.setattr(Trainer, "step", step)
     monkeypatch.setattr(summary, "to_host", at_end(real_summary_host))       # every evaluation chunk
     monkeypatch.setattr(distributed, "to_host", at_end(real_host))           # every SAE written
-    result = loop.train(make_config(*SMALL, "eval.tokens=1024"))
+    # objects of earlier tests are frozen out of the collector, so each of the ~25 measurements collects only
+    # what this run allocated (a full collection per measurement took most of a minute in the whole suite)
+    gc.collect()
+    gc.freeze()
+    try:
+        result = loop.train(make_config(*SMALL, "eval.tokens=1024"))
+    finally:
+        gc.unfreeze()
     assert result.summary and peaks["step"] > 0 and peaks["end"] > 0
     assert peaks["end"] <= peaks["step"], peaks
 
