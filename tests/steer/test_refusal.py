@@ -111,8 +111,8 @@ def test_shipped_refusal_configs_load():
 
 
 @pytest.mark.parametrize("name", ["refusal-tiny.yaml", "refusal-tiny-qwen3.5.yaml"])
-def test_shipped_refusal_configs_load(name):
-    """Both embedded models' study configs resolve (keys, prompt files) and differ only where they should."""
+def test_the_two_embedded_models_studies_differ_only_in_their_saes(name):
+    """The tiny-qwen3.5 study runs tiny's settings on its own SAEs, into its own folder."""
     from pathlib import Path
     configs = Path(__file__).resolve().parents[2] / "configs"
     cfg = load_config(RefusalConfig, configs / name)
