@@ -121,6 +121,12 @@ class ExportConfig:
     """Tensor dtype of the export; auto: the parameters' storage dtype."""
 
 
+def check_run_sections(checkpoint: CheckpointConfig, log: LogConfig) -> None:
+    """The checks every post-training config makes of its checkpoint and log sections."""
+    if checkpoint.keep < 1 or checkpoint.every < 0 or log.every < 1:
+        raise UserError("checkpoint.keep >= 1, checkpoint.every >= 0 and log.every >= 1 are required")
+
+
 @dataclasses.dataclass
 class SFTConfig:
     run_dir: str = "runs/sft"
@@ -147,7 +153,6 @@ class SFTConfig:
     """Multi-host (multi-process) set-up."""
 
     def __post_init__(self):
-        if self.checkpoint.keep < 1 or self.checkpoint.every < 0 or self.log.every < 1:
-            raise UserError("checkpoint.keep >= 1, checkpoint.every >= 0 and log.every >= 1 are required")
+        check_run_sections(self.checkpoint, self.log)
         if self.sasft.enabled and not self.sasft.saes:
             raise UserError("sasft.features is set but sasft.saes is empty: name the SAE(s) the features belong to")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -28,13 +29,18 @@ RESUMABLE_CHANGES = ("run_dir", "log", "checkpoint", "distributed", "mesh", "exp
 
 
 @dataclasses.dataclass
-class SFTResult:
+class RunResult:
+    """What a post-training run (`run_sft`, `posttrain.rl_loop.run_rl`) returns."""
+
     run_dir: Path
     steps: int
     interrupted: bool
     stopped_by: int | None = None
     hf_dir: Path | None = None
     last: dict | None = None          # the last logged metrics record
+
+
+SFTResult = RunResult
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -99,27 +105,37 @@ def export_hf(lm, params, out_dir: Path, dtype: str = "auto") -> None:
         save_hf(host, lm.config, out_dir, tokenizer=lm.tokenizer, dtype=None if dtype == "auto" else jnp.dtype(dtype))
 
 
+def load_run_model(model, mesh_cfg, batch_size: int, batch_key: str, needs_tokenizer: str):
+    """``(mesh, lm)``: the mesh of ``mesh_cfg`` and the model of ``model`` (an `SFTModelConfig`) placed on it;
+    ``batch_size`` (config key ``batch_key``) must divide over the ``data`` axis, and the model needs a tokenizer
+    (``needs_tokenizer`` says why)."""
+    from qwen_sae_jax.lm import load_model
+    from qwen_sae_jax.train.mesh import make_mesh
+
+    mesh = make_mesh(mesh_cfg)
+    if batch_size % mesh.shape["data"]:
+        raise UserError(f"{batch_key}={batch_size} must be divisible by the 'data' mesh axis "
+                        f"({mesh.shape['data']} devices)")
+    lm = load_model(model.name, dtype=model.dtype, mesh=mesh, param_dtype=model.param_dtype)
+    if lm.tokenizer is None:
+        raise UserError(f"model {model.name!r} has no tokenizer: {needs_tokenizer}")
+    return mesh, lm
+
+
 def run_sft(cfg: SFTConfig, *, resume: bool = False, log_stream=None) -> SFTResult:
     distributed.initialize(cfg.distributed)
     import jax
 
-    from qwen_sae_jax.lm import load_model
     from qwen_sae_jax.posttrain.data import DataPosition, build_dataset
     from qwen_sae_jax.posttrain.step import make_loss, make_optimizer, make_step, state_shardings
     from qwen_sae_jax.train.checkpoint import Checkpoints
     from qwen_sae_jax.train.logs import TrainLogger, require_backends
-    from qwen_sae_jax.train.mesh import make_mesh, process_batch_rows
+    from qwen_sae_jax.train.mesh import process_batch_rows
     from qwen_sae_jax.train.optim import lr_schedule
 
     require_backends(cfg.log)
-    mesh = make_mesh(cfg.mesh)
     B, total = cfg.train.batch_size, cfg.train.steps
-    if B % mesh.shape["data"]:
-        raise UserError(f"train.batch_size={B} must be divisible by the 'data' mesh axis "
-                        f"({mesh.shape['data']} devices)")
-    lm = load_model(cfg.model.name, dtype=cfg.model.dtype, mesh=mesh, param_dtype=cfg.model.param_dtype)
-    if lm.tokenizer is None:
-        raise UserError(f"model {cfg.model.name!r} has no tokenizer: SFT renders chats with its template")
+    mesh, lm = load_run_model(cfg.model, cfg.mesh, B, "train.batch_size", "SFT renders chats with its template")
     languages, probes = _probes(cfg, lm)
     data = build_dataset(lm.tokenizer, cfg.data, lm.pad_token_id, languages)
     rows = process_batch_rows(mesh, B)
@@ -136,7 +152,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False, log_stream=None) -> SFTResu
     ckpt = Checkpoints(run_dir / "checkpoints", cfg.checkpoint.keep, cfg.checkpoint.async_save)
     position = DataPosition(len(data))
     config_dict = to_dict(cfg)
-    state, step, tokens = _start(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, is_main)
+    state, step, tokens = start_state(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, is_main)
     logger = TrainLogger(run_dir, cfg.log, total, step, is_main, config_dict, stream=log_stream)
     logger.message(f"resumed {run_dir} from step {step}" if step else
                    f"fine-tuning {cfg.model.name} on {len(data)} conversations for {total} steps x {B}; "
@@ -148,21 +164,27 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False, log_stream=None) -> SFTResu
         ckpt.save(at, state, {"step": at, "tokens": tokens, "config": config_dict}, position)
 
     result = _train_steps(cfg, state, step, tokens, data, rows, mesh, step_fn, probes, schedule, logger, save)
+    return finish_run(result, cfg.export, lm, run_dir, ckpt, logger)
+
+
+def finish_run(result: "StepsOutcome", export, lm, run_dir: Path, ckpt, logger) -> RunResult:
+    """Wait for the last checkpoint, export the model as an HF folder (``export``: an `ExportConfig`) unless the
+    run was stopped by a signal, close the logs."""
     ckpt.wait()
     ckpt.close()
     if result.interrupted:
         logger.message(f"stopped by signal at step {result.steps}; checkpoint saved. Continue with --resume")
-    elif cfg.export.hf:
+    elif export.hf:
         result.hf_dir = run_dir / "hf"
-        export_hf(lm, result.state["params"], result.hf_dir, cfg.export.dtype)
+        export_hf(lm, result.state["params"], result.hf_dir, export.dtype)
         logger.message(f"wrote the fine-tuned model to {result.hf_dir}")
     logger.close()
-    return SFTResult(run_dir, result.steps, result.interrupted, result.stopped_by, result.hf_dir, result.last)
+    return RunResult(run_dir, result.steps, result.interrupted, result.stopped_by, result.hf_dir, result.last)
 
 
-def _start(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, is_main):
+def start_state(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, is_main):
     """``(state, step, tokens seen)``: fresh (params from load_model, new AdamW state) or restored from the
-    latest checkpoint."""
+    latest checkpoint (refused when ``cfg`` differs from the checkpoint's outside `RESUMABLE_CHANGES`)."""
     import jax
 
     latest = ckpt.latest_step()
@@ -189,7 +211,7 @@ def _start(cfg, lm, opt, opt_sh, ckpt, position, config_dict, resume, run_dir, i
 
 
 @dataclasses.dataclass
-class _Outcome:
+class StepsOutcome:
     state: dict
     steps: int
     interrupted: bool
@@ -198,13 +220,14 @@ class _Outcome:
     hf_dir: Path | None = None
 
 
-def _train_steps(cfg, state, step, tokens, data, rows, mesh, step_fn, probes, schedule, logger, save) -> _Outcome:
-    """Steps ``step .. train.steps``: log, checkpoint, stop on a signal."""
-    import jax
-
+def run_steps(state: dict, step: int, tokens: int, total: int, one_step: Callable, log: Callable, save: Callable,
+              *, log_every: int, checkpoint_every: int, logger) -> StepsOutcome:
+    """Steps ``step .. total``: ``one_step(step, state) -> (state, metrics, tokens of the step)``; every
+    ``log_every`` steps (and the last) ``log(step, metrics, tokens, tokens at the last log, time of the last log)
+    -> record``; ``save(step, state, tokens)`` every ``checkpoint_every`` steps (0: never), at the end, and when
+    SIGTERM / SIGINT stops the run at a step boundary."""
     from qwen_sae_jax.train.run_control import StopRequest, stop_signal
 
-    total, B = cfg.train.steps, cfg.train.batch_size
     saved, last = step, None
     t0, tokens0 = time.time(), tokens
     with StopRequest() as stop:
@@ -213,22 +236,38 @@ def _train_steps(cfg, state, step, tokens, data, rows, mesh, step_fn, probes, sc
             if stopped_by is not None:
                 if saved != step:
                     save(step, state, tokens)
-                return _Outcome(state, step, True, stopped_by, last)
-            batch = _device_batch(data, step, cfg, mesh, rows)
-            params, opt_state, metrics = step_fn(state["params"], state["opt_state"], batch, probes)
-            state = {"params": params, "opt_state": opt_state}
-            tokens += int(data.mask[data.indices(step, B)].sum())
+                return StepsOutcome(state, step, True, stopped_by, last)
+            state, metrics, n_tokens = one_step(step, state)
+            tokens += n_tokens
             step += 1
             logger.advance(step)
-            if step % cfg.log.every == 0 or step == total:
-                last = _log(logger, step, jax.device_get(metrics), float(schedule(step - 1)), tokens, tokens0, t0)
+            if step % log_every == 0 or step == total:
+                last = log(step, metrics, tokens, tokens0, t0)
                 tokens0, t0 = tokens, time.time()
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < total:
+            if checkpoint_every and step % checkpoint_every == 0 and step < total:
                 save(step, state, tokens)
                 saved = step
         if saved != step:
             save(step, state, tokens)
-    return _Outcome(state, step, False, None, last)
+    return StepsOutcome(state, step, False, None, last)
+
+
+def _train_steps(cfg, state, step, tokens, data, rows, mesh, step_fn, probes, schedule, logger, save) -> StepsOutcome:
+    """Steps ``step .. train.steps``: log, checkpoint, stop on a signal."""
+    import jax
+
+    B = cfg.train.batch_size
+
+    def one_step(step: int, state: dict):
+        batch = _device_batch(data, step, cfg, mesh, rows)
+        params, opt_state, metrics = step_fn(state["params"], state["opt_state"], batch, probes)
+        return {"params": params, "opt_state": opt_state}, metrics, int(data.mask[data.indices(step, B)].sum())
+
+    def log(step: int, metrics, tokens: int, tokens0: int, t0: float) -> dict:
+        return _log(logger, step, jax.device_get(metrics), float(schedule(step - 1)), tokens, tokens0, t0)
+
+    return run_steps(state, step, tokens, cfg.train.steps, one_step, log, save, log_every=cfg.log.every,
+                     checkpoint_every=cfg.checkpoint.every, logger=logger)
 
 
 def _log(logger, step: int, metrics: dict, lr: float, tokens: int, tokens0: int, t0: float) -> dict:

@@ -96,9 +96,11 @@ def batch_sharding(mesh: Mesh) -> Batch:
     return Batch(rows, rows, rows, NamedSharding(mesh, P("data")))
 
 
-def make_step(loss: Callable, opt: optax.GradientTransformation, param_sh, opt_sh, mesh: Mesh) -> Callable:
+def make_step(loss: Callable, opt: optax.GradientTransformation, param_sh, opt_sh, mesh: Mesh,
+              batch_sh: Any = None) -> Callable:
     """Jitted ``step(params, opt_state, batch, probes) -> (params, opt_state, metrics)`` (params and optimizer
-    state donated); metrics: loss, ce, sasft, targets, grad_norm."""
+    state donated); metrics: loss, grad_norm and the loss's own terms (SFT: ce, sasft, targets). ``batch_sh``:
+    the shardings of ``batch`` (default: an SFT `Batch`, rows over ``data``); ``probes`` is replicated."""
     def step(params, opt_state, batch, probes):
         (value, terms), grads = jax.value_and_grad(loss, has_aux=True)(params, batch, probes)
         updates, opt_state = opt.update(grads, opt_state, params)
@@ -106,5 +108,6 @@ def make_step(loss: Callable, opt: optax.GradientTransformation, param_sh, opt_s
         return params, opt_state, {"loss": value, "grad_norm": optax.tree.norm(grads), **terms}
 
     replicated = NamedSharding(mesh, P())
-    return jax.jit(step, in_shardings=(param_sh, opt_sh, batch_sharding(mesh), replicated),
+    batch_sh = batch_sharding(mesh) if batch_sh is None else batch_sh
+    return jax.jit(step, in_shardings=(param_sh, opt_sh, batch_sh, replicated),
                    out_shardings=(param_sh, opt_sh, replicated), donate_argnums=(0, 1))
