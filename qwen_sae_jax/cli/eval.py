@@ -1,4 +1,8 @@
-"""`qwen-sae eval RUN_DIR|SAE_PATH`: reconstruction and spliced-model metrics, tables (md/csv/json) and plots."""
+"""`qwen-sae eval RUN_DIR|SAE_PATH|REPO_ID`: reconstruction and spliced-model metrics, tables (md/csv/json) and plots.
+
+A Hugging Face repo id (``owner/name``, no local path of that name) is read from the hub: with ``--hook`` only
+those hooks' files are downloaded (`interop.hub`); without, every SAE of the repo (one line says how many files).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -7,28 +11,35 @@ from pathlib import Path
 from qwen_sae_jax.cli.options import check_output_folder, finite_float, int_at_least
 from qwen_sae_jax.errors import UserError
 
-HELP = "evaluate SAEs (a run directory or any SAE path/format): FVU, L0, dead latents, CE loss recovered, KL"
+HELP = ("evaluate SAEs (a run directory, any SAE path/format, or a hub repo id): FVU, L0, dead latents, "
+        "CE loss recovered, KL")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("src", metavar="RUN_DIR|SAE_PATH",
-                        help="a training run directory (all its SAEs), or an SAE in any supported format "
-                             "(native, SAELens, sparsify, Qwen-Scope file or folder)")
+    parser.add_argument("src", metavar="RUN_DIR|SAE_PATH|REPO_ID",
+                        help="a training run directory (all its SAEs), an SAE in any supported format "
+                             "(native, SAELens, sparsify, Qwen-Scope file or folder), or a Hugging Face repo id "
+                             "(owner/name, e.g. a Qwen-Scope release: `qwen-sae releases`; only the --hook SAEs' "
+                             "files are downloaded)")
     parser.add_argument("--data", nargs="+", metavar="FILE",
                         help="held-out text files/globs (.txt, .jsonl, ...; 'tiny:heldout/*.jsonl' for the embedded "
                              "ones). Default: a run's held-out documents (eval.holdout_every), else the embedded "
                              "held-out texts")
     parser.add_argument("--model", help="model for the SAEs ('tiny', HF dir, hub id); default: the run's / the "
-                                        "SAEs' model_name")
+                                        "SAEs' model_name (a Qwen-Scope release: its backbone)")
     parser.add_argument("--out", help="output folder, written atomically (a previous evaluation there is replaced); "
-                                      "default RUN_DIR/eval, or SAE_PATH-eval next to the SAE")
+                                      "default RUN_DIR/eval, SAE_PATH-eval next to the SAE, or NAME-eval in the "
+                                      "current folder for a repo id OWNER/NAME")
     parser.add_argument("--tokens", type=int_at_least(1), default=16384, help="held-out tokens to evaluate")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="sequences per forward")
     parser.add_argument("--ctx-len", type=int_at_least(2),
                         help="tokens per sequence, at most the model's max_position_embeddings (default: the run's "
                              "data.ctx_len, else 128)")
     parser.add_argument("--hook", action="append", metavar="HOOK",
-                        help="only SAEs at this hook / with this name (repeatable)")
+                        help="only SAEs at this hook / with this name (repeatable); of a repo id only these are "
+                             "downloaded (a Qwen-Scope release: layers.N or blocks.N.hook_resid_post is layer N), "
+                             "without --hook every SAE of it")
+    parser.add_argument("--revision", help="branch, tag or commit of a hub repo id (none: main)")
     parser.add_argument("--format", choices=["native", "saelens", "sparsify", "qwen-scope"],
                         help="SAE format (default: auto-detected)")
     parser.add_argument("--k", type=int_at_least(1), help="TopK k of Qwen-Scope files that do not state it")
@@ -64,6 +75,27 @@ def _select(saes: dict, hooks: list[str] | None) -> dict:
     if not chosen:
         raise UserError(f"no SAE matches --hook {' '.join(hooks)}; available: {', '.join(saes)}")
     return chosen
+
+
+def _load_saes(args) -> dict:
+    """The SAEs to evaluate: from a local path, every one, then those --hook names; from a hub repo id only
+    the --hook ones are downloaded (every one without --hook, said in one line)."""
+    from qwen_sae_jax.interop import hub, load_saes
+    from qwen_sae_jax.interop.load import hub_repo_id
+
+    repo_id = hub_repo_id(args.src, args.revision)
+    if repo_id is None:
+        return _select(load_saes(args.src, args.format, k=args.k), args.hook)
+    return hub.load_saes_from_hub(repo_id, args.format, k=args.k, revision=args.revision, hooks=args.hook,
+                                  announce=print)
+
+
+def _default_out(src: Path, run_cfg, hub: bool) -> Path:
+    if hub:
+        return Path(src.name + "-eval")                 # owner/NAME -> ./NAME-eval
+    if run_cfg is not None or (src / "saes").is_dir():
+        return src / "eval"
+    return src.with_name(src.name + "-eval")
 
 
 def _check_out(out: Path) -> None:
@@ -118,15 +150,14 @@ def run(args) -> int:
     from qwen_sae_jax.eval.evaluate import EvalConfig, evaluate
     from qwen_sae_jax.eval.plots import plot_all
     from qwen_sae_jax.eval.report import render_markdown, write_report
-    from qwen_sae_jax.interop import load_saes
+    from qwen_sae_jax.interop.load import hub_repo_id
     from qwen_sae_jax.lm import load_model
 
     src = Path(args.src)
     run_cfg = _run_config(src)
-    saes = _select(load_saes(src, args.format, k=args.k), args.hook)
-    out = Path(args.out) if args.out else (src / "eval" if run_cfg is not None or (src / "saes").is_dir()
-                                          else src.with_name(src.name + "-eval"))
-    _check_out(out)
+    out = Path(args.out) if args.out else _default_out(src, run_cfg, hub_repo_id(args.src, args.revision) is not None)
+    _check_out(out)                                     # before anything is read or downloaded
+    saes = _load_saes(args)
     filt = run_cfg.filter if run_cfg is not None else None
     ecfg = EvalConfig(
         n_tokens=args.tokens, batch_size=args.batch_size,

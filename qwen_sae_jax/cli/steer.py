@@ -15,6 +15,8 @@ examples:
   qwen-sae steer --sae runs/tiny --hook layers.2 --feature 123 --alpha 8 --prompt "How do I bake bread?"
   qwen-sae steer --sae runs/tiny/saes/layers.2__topk-k32 --feature 123 --mode ablate --prompt "..."
   qwen-sae steer --sae runs/tiny --hook 'layers.[12]' --feature layers.1:5 --feature layers.2:9 --alpha -4 ...
+  qwen-sae steer --sae Qwen/SAE-Res-Qwen3.5-2B-Base-W32K-L0_100 --hook layers.10 --feature 77 --alpha 8 ...
+      (a hub repo id: only layer 10's file is downloaded; the model defaults to the release's backbone)
 
 --alpha means, per --mode: add (default): the L2 norm of the added vector (the feature's decoder row is
 unit-normalised; with --raw-direction the raw row is used and alpha is the change of the feature's
@@ -28,10 +30,13 @@ MODES = ("add", "set", "scale", "ablate")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("--sae", action="append", required=True, metavar="PATH",
-                        help="an SAE (any supported format) or a training run directory (repeatable)")
+    parser.add_argument("--sae", action="append", required=True, metavar="PATH|REPO_ID",
+                        help="an SAE (any supported format), a training run directory, or a Hugging Face repo id "
+                             "(owner/name; only the --hook SAEs' files are downloaded) (repeatable)")
     parser.add_argument("--hook", action="append", metavar="HOOK",
-                        help="hook point(s) whose SAE to use (names, aliases, globs); needed when PATH holds several")
+                        help="hook point(s) whose SAE to use (names, aliases, globs); needed when PATH holds several "
+                             "(a Qwen-Scope release: layers.N or blocks.N.hook_resid_post is layer N's file)")
+    parser.add_argument("--revision", help="branch, tag or commit of the hub repo ids given to --sae (none: main)")
     parser.add_argument("--variant",
                         help="SAE variant when a run directory has several per hook (saes/<hook>__<variant>)")
     parser.add_argument("--feature", action="append", required=True, metavar="[HOOK:]INDEX",
@@ -43,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw-direction", action="store_true",
                         help="mode add: use the raw decoder row instead of the unit-normalised one")
     parser.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable)")
-    parser.add_argument("--model", help="'tiny', a local HF directory or a hub id (default: the SAEs' model_name)")
+    parser.add_argument("--model", help="'tiny', a local HF directory or a hub id (default: the SAEs' model_name; "
+                                        "a Qwen-Scope release: its backbone)")
     parser.add_argument("--no-chat", action="store_true", help="continue the raw prompt instead of a chat user turn")
     parser.add_argument("--max-new-tokens", type=int_at_least(1), default=48, help="tokens to generate")
     parser.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy")
@@ -121,7 +127,7 @@ def run(args) -> int:
 
     if any(not p.strip() for p in args.prompt):
         raise UserError("--prompt must not be empty")
-    saes = load_hook_saes(args.sae, args.hook, args.variant)
+    saes = load_hook_saes(args.sae, args.hook, args.variant, revision=args.revision, announce=print)
     features = [parse_feature(spec, saes) for spec in args.feature]
     steering = build_steering(saes, features, args.mode, args.alpha, args.where, args.raw_direction)
     lm = load_model(model_name_of(saes, args.model))

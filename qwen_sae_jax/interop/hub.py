@@ -10,8 +10,10 @@ What is downloaded: only the files of the SAE asked for, into the standard Huggi
     SAELens / sparsify / native repo (folders)      the chosen folder's cfg.json + its weights
                                                     (sae_weights.safetensors and/or sae.safetensors)
 
-``load_saes(repo_id)`` downloads every SAE of the repo. Online, the repo's file list comes from the hub
-(``huggingface_hub.list_repo_files``) and the chosen files from ``snapshot_download(allow_patterns=...)``.
+``load_saes(repo_id)`` downloads every SAE of the repo; `load_saes_from_hub` with ``hooks=`` only the SAEs of
+those hooks (what ``qwen-sae eval REPO_ID --hook H`` and ``qwen-sae steer --sae REPO_ID --hook H`` use).
+Online, the repo's file list comes from the hub (``huggingface_hub.list_repo_files``) and the chosen files
+from ``snapshot_download(allow_patterns=...)``.
 With ``HF_HUB_OFFLINE=1`` (or when the hub cannot be reached) the file list is what the cache holds for
 the revision (the snapshot ``snapshot_download(local_files_only=True)`` finds through the refs) and the
 same ``snapshot_download`` resolves from the cache only. The downloaded snapshot folder then goes through
@@ -23,15 +25,17 @@ contradicts it is refused, never shifted.
 """
 from __future__ import annotations
 
+import fnmatch
 import glob
 import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 from qwen_sae_jax.errors import UserError, did_you_mean
 from qwen_sae_jax.interop import qwen_scope, saelens
-from qwen_sae_jax.interop.hook_names import from_transformer_lens
+from qwen_sae_jax.interop.hook_names import from_transformer_lens, to_transformer_lens
 from qwen_sae_jax.interop.releases import Release, find_release
 
 README = "README.md"
@@ -118,7 +122,12 @@ def _cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
     try:
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True,
                                       cache_dir=constants.HF_HUB_CACHE))
-    except (LocalEntryNotFoundError, OSError):
+    except LocalEntryNotFoundError as err:
+        # IncompleteSnapshotError (newer huggingface_hub versions keep the repo's tree listing beside the snapshot): the
+        # snapshot holds only the files that were downloaded, which is what downloading one layer leaves behind
+        partial = getattr(err, "snapshot_path", None)
+        return Path(partial) if partial else None
+    except OSError:
         return None
 
 
@@ -236,33 +245,82 @@ def _missing_layer_error(listing: Listing, release: Release | None, members: dic
                      f"is not in the local Hugging Face cache and {listing.why_local}; cached layers: {have}{full}")
 
 
-def choose(listing: Listing, members: dict[str, Member], hook: str | None, release: Release | None) -> Member:
-    """The one member meant by ``hook`` (``layers.N`` / ``blocks.N.hook_resid_post`` for a Qwen-Scope
-    layer, else a folder name or hook name as `load.matches_hook` takes it)."""
+def _is_glob(hook: str) -> bool:
+    return any(ch in hook for ch in "*?[")
+
+
+def _names_of(name: str) -> set[str]:
+    """What a glob may match for member ``name``: its path, folder name, hook (canonical and TransformerLens)."""
+    base = name.rpartition("/")[2]
+    stem = base.split("__")[0]
+    return {n for n in (name, base, stem, from_transformer_lens(stem), to_transformer_lens(stem)) if n}
+
+
+def _layer_hook(members: dict[str, Member], hook: str, release: Release | None) -> int | None:
+    """N when ``hook`` (``layers.N`` / ``blocks.N.hook_resid_post``) means a Qwen-Scope layer file: in a release,
+    or a repo holding such files; else None."""
+    match = _LAYER_HOOK.match(from_transformer_lens(hook) or "")
+    if match and (release is not None or any(m.layer is not None for m in members.values())):
+        return int(match.group(1))
+    return None
+
+
+def _matching(members: dict[str, Member], hook: str, release: Release | None) -> list[Member]:
+    """The members meant by ``hook``: ``layers.N`` / ``blocks.N.hook_resid_post`` is layer N's file in a repo of
+    Qwen-Scope layers; else a folder name or hook name as `load.matches_hook` takes it; a glob (``*?[``) over
+    the members' names and hooks."""
     from qwen_sae_jax.interop.load import matches_hook
 
+    if _is_glob(hook):
+        return [m for name, m in members.items() if any(fnmatch.fnmatchcase(n, hook) for n in _names_of(name))]
+    layer = _layer_hook(members, hook, release)
+    if layer is not None:
+        return [m for m in members.values() if m.layer == layer]
+    return [m for name, m in members.items() if matches_hook(name.rpartition("/")[2], hook)]
+
+
+def _no_match_error(listing: Listing, members: dict[str, Member], hook: str, release: Release | None) -> UserError:
+    """One line for a ``hook`` that names no member: the layers / SAEs the repo has."""
+    layer = _layer_hook(members, hook, release)
+    if layer is not None:
+        return _missing_layer_error(listing, release, members, layer)
+    where = _at(listing.repo_id, listing.revision)
+    have = ("available" if listing.complete
+            else f"{listing.why_local}, so only the local Hugging Face cache was searched; it holds")
+    return UserError(f"no SAE for {hook!r} in hub repository {where}{did_you_mean(hook, members)}; "
+                     f"{have}: {_describe(members)}")
+
+
+def choose(listing: Listing, members: dict[str, Member], hook: str | None, release: Release | None) -> Member:
+    """The one member meant by ``hook`` (see `_matching`)."""
     where = _at(listing.repo_id, listing.revision)
     if hook is None:
         if len(members) > 1:
             raise UserError(f"hub repository {where} holds {len(members)} SAEs; choose one with hook= (--hook) "
                             f"or layer= (--layer): {_describe(members)}")
         return next(iter(members.values()))
-    layer_match = _LAYER_HOOK.match(from_transformer_lens(hook) or "")
-    has_layers = any(m.layer is not None for m in members.values())
-    if layer_match and (has_layers or release is not None):
-        layer = int(layer_match.group(1))
-        found = [m for m in members.values() if m.layer == layer]
-        if not found:
-            raise _missing_layer_error(listing, release, members, layer)
-        return found[0]
-    found = [m for name, m in members.items() if matches_hook(name.rpartition("/")[2], hook)]
+    found = _matching(members, hook, release)
     if not found:
-        raise UserError(f"no SAE for {hook!r} in hub repository {where}{did_you_mean(hook, members)}; "
-                        f"available: {_describe(members)}")
+        raise _no_match_error(listing, members, hook, release)
     if len(found) > 1:
         raise UserError(f"several SAEs match {hook!r} in hub repository {where}: "
                         f"{', '.join(m.name for m in found)}; give the full name")
     return found[0]
+
+
+def select(listing: Listing, members: dict[str, Member], hooks: Sequence[str], release: Release | None, *,
+           strict: bool = True) -> dict[str, Member]:
+    """Every member meant by one of ``hooks`` (see `_matching`; several per hook are kept), in the repo's order.
+    ``strict``: each hook must name a member; else only one of them must (the others may be in other sources)."""
+    chosen: set[str] = set()
+    for hook in hooks:
+        found = _matching(members, hook, release)
+        if not found and strict:
+            raise _no_match_error(listing, members, hook, release)
+        chosen.update(m.name for m in found)
+    if not chosen:
+        raise _no_match_error(listing, members, hooks[0], release)
+    return {name: m for name, m in members.items() if name in chosen}
 
 
 # ---------------------------------------------------------------------------------------------- download
@@ -305,9 +363,28 @@ def fetch_sae(repo_id: str, *, hook: str | None = None, revision: str | None = N
     return Fetched(repo_id, release, {member.name: snapshot / member.location})
 
 
-def fetch_saes(repo_id: str, *, revision: str | None = None, layers_only: bool | None = None) -> Fetched:
-    """Download every SAE of ``repo_id``; ``layers_only`` True / False keeps only the Qwen-Scope layer files /
-    only the folder SAEs. Offline, a Qwen-Scope release must be wholly cached (no silent partial release)."""
+def _announce(announce: Callable[[str], None] | None, listing: Listing, files: list[str], members: dict[str, Member],
+              every: bool) -> None:
+    if announce is None:
+        return
+    where = _at(listing.repo_id, listing.revision)
+    what = f"all its {len(members)} SAEs" if every else ", ".join(members)
+    if listing.complete:
+        announce(f"fetching {len(files)} files of hub repository {where} for {what}"
+                 + (" (no --hook given)" if every else "") + "; files already in the Hugging Face cache are not "
+                 "downloaded again")
+    else:
+        announce(f"reading {len(files)} files of hub repository {where} for {what} from the local Hugging Face cache "
+                 f"({listing.why_local})" + ("; no --hook given" if every else ""))
+
+
+def fetch_saes(repo_id: str, *, revision: str | None = None, layers_only: bool | None = None,
+               hooks: Sequence[str] | None = None, strict: bool = True,
+               announce: Callable[[str], None] | None = None) -> Fetched:
+    """Download every SAE of ``repo_id``, or with ``hooks`` only those of these hooks (see `select`; ``strict``
+    is its). ``layers_only`` True / False keeps only the Qwen-Scope layer files / only the folder SAEs.
+    Offline, a Qwen-Scope release must be wholly cached for all its SAEs (no silent partial release).
+    ``announce`` is given one line saying how many files are about to be fetched, and for which SAEs."""
     release, listing, members = _survey(repo_id, revision)
     if layers_only is not None:
         kept = {n: m for n, m in members.items() if (m.layer is not None) == layers_only}
@@ -316,12 +393,17 @@ def fetch_saes(repo_id: str, *, revision: str | None = None, layers_only: bool |
             raise UserError(f"no {wanted} SAE in hub repository {_at(repo_id, revision)}; it holds: "
                             f"{_describe(members)}")
         members = kept
-    cached = {m.layer for m in members.values() if m.layer is not None}
-    if release is not None and not listing.complete and cached != set(release.layers):
-        raise UserError(f"only layers {_ranges(cached) or 'none'} of hub repository {_at(repo_id, revision)} are in "
-                        f"the local Hugging Face cache and {listing.why_local}, but the release has layers "
-                        f"0-{release.n_layers - 1}: download the rest with network access, or load one with layer=N")
+    if hooks:
+        members = select(listing, members, hooks, release, strict=strict)
+    else:
+        cached = {m.layer for m in members.values() if m.layer is not None}
+        if release is not None and not listing.complete and cached != set(release.layers):
+            raise UserError(f"only layers {_ranges(cached) or 'none'} of hub repository {_at(repo_id, revision)} are "
+                            f"in the local Hugging Face cache and {listing.why_local}, but the release has layers "
+                            f"0-{release.n_layers - 1}: download the rest with network access, or load one with "
+                            "layer=N")
     files = list(dict.fromkeys(f for m in members.values() for f in m.files))
+    _announce(announce, listing, files, members, every=not hooks)
     snapshot = download(listing, files)
     return Fetched(repo_id, release, {name: snapshot / m.location for name, m in members.items()})
 
@@ -363,12 +445,16 @@ def load_sae_from_hub(repo_id: str, format: str | None = None, *, hook: str | No
 
 
 def load_saes_from_hub(repo_id: str, format: str | None = None, *, k: int | None = None,
-                       norm_scaling_factor: float | None = None, revision: str | None = None) -> dict:
-    """Every SAE of a hub repo as ``{name: SAE}`` (``layers.N`` for Qwen-Scope files, folder paths else)."""
+                       norm_scaling_factor: float | None = None, revision: str | None = None,
+                       hooks: Sequence[str] | None = None, strict: bool = True,
+                       announce: Callable[[str], None] | None = None) -> dict:
+    """Every SAE of a hub repo as ``{name: SAE}`` (``layers.N`` for Qwen-Scope files, folder paths else); with
+    ``hooks`` (names, aliases, globs) only theirs are downloaded. ``strict`` / ``announce``: see `fetch_saes`."""
     from qwen_sae_jax.interop import load
 
     layers_only = None if format is None else format == "qwen-scope"
-    fetched = fetch_saes(repo_id, revision=revision, layers_only=layers_only)
+    fetched = fetch_saes(repo_id, revision=revision, layers_only=layers_only, hooks=hooks, strict=strict,
+                         announce=announce)
     saes = {}
     for name, location in fetched.locations.items():
         if format is not None and load.detect_format(location) != format:

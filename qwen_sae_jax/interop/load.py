@@ -122,9 +122,10 @@ def _load_one(path: Path, fmt: str, *, k: int | None, norm_scaling_factor: float
     return raw_to_sae(raw)
 
 
-def _hub_repo_id(path: str | os.PathLike, revision: str | None) -> str | None:
+def hub_repo_id(path: str | os.PathLike, revision: str | None) -> str | None:
     """``path`` as a hub repo id when it names no existing file or folder and looks like ``owner/name``;
-    None for a local path (which always wins over a repo id of the same name)."""
+    None for a local path (which always wins over a repo id of the same name). A ``revision`` (--revision)
+    with anything but a repo id is refused."""
     from qwen_sae_jax.interop import hub
 
     text = os.fspath(path)
@@ -141,7 +142,7 @@ def load_saes(path: str | os.PathLike, format: str | None = None, *, k: int | No
               norm_scaling_factor: float | None = None, revision: str | None = None) -> dict:
     """Every SAE at ``path`` (a local path, or a hub repo id at ``revision``) as ``{name: SAE}`` (see the
     module docstring for names)."""
-    repo_id = _hub_repo_id(path, revision)
+    repo_id = hub_repo_id(path, revision)
     if repo_id is not None:
         from qwen_sae_jax.interop import hub
 
@@ -187,7 +188,7 @@ def load_sae(path: str | os.PathLike, format: str | None = None, *, hook: str | 
         if hook is not None:
             raise UserError("give hook= or layer=, not both")
         hook = f"layers.{int(layer)}"
-    repo_id = _hub_repo_id(path, revision)
+    repo_id = hub_repo_id(path, revision)
     if repo_id is not None:
         from qwen_sae_jax.interop import hub
 

@@ -3,13 +3,15 @@
 ``load_hook_saes(["runs/tiny"], hooks=["layers.1", "layers.2.mlp"])`` -> ``{"layers.1": SAE, ...}``: every
 SAE found at the sources (any format `qwen_sae_jax.interop.load_saes` reads), keyed by the canonical hook
 it reads (``cfg.hook_name``). When several SAEs read the same hook (variants ``saes/<hook>__<variant>``)
-``variant`` picks one. ``read_texts`` reads one text per line (plain text) or per JSON line (``column``).
+``variant`` picks one. A source that is a Hugging Face repo id (``owner/name``, no local path of that name) is
+read from the hub at ``revision``, downloading only the SAEs of ``hooks`` (all of them without ``hooks``).
+``read_texts`` reads one text per line (plain text) or per JSON line (``column``).
 """
 from __future__ import annotations
 
 import fnmatch
 import os
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from qwen_sae_jax.errors import UserError, did_you_mean
 
@@ -38,17 +40,29 @@ def _matches(hook: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(hook, pattern) or fnmatch.fnmatchcase(alias_of(hook), pattern)
 
 
-def load_hook_saes(sources: Sequence[str], hooks: Sequence[str] | None = None,
-                   variant: str | None = None) -> dict[str, SAE]:
-    """``{canonical hook: SAE}`` for the SAEs at ``sources`` restricted to ``hooks`` (names, aliases or globs;
-    None = all), in the order of ``hooks``."""
-    from qwen_sae_jax.interop import load_saes
+def _load_source(source: str, hooks: Sequence[str] | None, revision: str | None, strict: bool,
+                 announce: Callable[[str], None] | None) -> dict:
+    """Every SAE at a local ``source``; of a hub repo id only those of ``hooks`` (`hub.select`'s ``strict``)."""
+    from qwen_sae_jax.interop import hub, load_saes
+    from qwen_sae_jax.interop.load import hub_repo_id
 
+    repo_id = hub_repo_id(source, revision)
+    if repo_id is None:
+        return load_saes(source)
+    return hub.load_saes_from_hub(repo_id, revision=revision, hooks=hooks, strict=strict, announce=announce)
+
+
+def load_hook_saes(sources: Sequence[str], hooks: Sequence[str] | None = None, variant: str | None = None, *,
+                   revision: str | None = None, announce: Callable[[str], None] | None = None) -> dict[str, SAE]:
+    """``{canonical hook: SAE}`` for the SAEs at ``sources`` restricted to ``hooks`` (names, aliases or globs;
+    None = all), in the order of ``hooks``. ``revision``: of the sources that are hub repo ids (refused for local
+    paths); ``announce``: given one line per hub repo saying how many files are fetched."""
     if not sources:
         raise UserError("no SAE given: pass a training run directory or SAE folders/files")
     found: dict[str, list[tuple[str, SAE]]] = {}
     for source in sources:
-        for name, sae in load_saes(source).items():
+        # one source: each hook must be in it; several: a hook may be in any of them (checked below)
+        for name, sae in _load_source(source, hooks, revision, len(sources) == 1, announce).items():
             if not sae.cfg.hook_name:
                 raise UserError(f"the SAE {name!r} at {source} does not say which hook it reads (cfg.hook_name)")
             found.setdefault(canonical_hook(sae.cfg.hook_name), []).append((name, sae))

@@ -65,6 +65,10 @@ def write_to_hf_cache(cache: Path, repo_id: str, source: Path, *, commit: str = 
 
 @pytest.fixture
 def hf_cache(tmp_path, monkeypatch):
+    return offline_cache(tmp_path, monkeypatch)
+
+
+def offline_cache(tmp_path: Path, monkeypatch) -> Path:
     """An empty HF cache, offline. huggingface_hub reads HF_HUB_CACHE / HF_HUB_OFFLINE at import, so its constants
     are patched too."""
     cache = tmp_path / "hf-home" / "hub"
