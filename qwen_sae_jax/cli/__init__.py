@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "capture": "capture",
     "train": "train",
     "sft": "sft",
+    "rl": "rl",
     "synthesize": "synthesize",
     "eval": "eval",
     "export": "export",
