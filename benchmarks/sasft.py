@@ -16,9 +16,9 @@
    English (the prompt's; ``--tag reply``: the reply's own language): SASFT keeps Chinese features quiet on
    replies to English prompts.
 4. Measure on held-out English prompts (harmless_prompts.jsonl without the translation category, which asks
-   for Chinese words): the share of greedy replies (and of replies sampled at temperature 1, seeds 0 and 1) holding a
-   CJK character, and the share of reply tokens that are Chinese; held-out CE (nats/token) on the second halves
-   of english.jsonl / chinese.jsonl.
+   for Chinese words) with `posttrain.codeswitch` (what `qwen-sae codeswitch` runs): the share of greedy replies
+   (and of replies sampled at temperature 1, seeds 0 and 1) holding a CJK character, and the share of reply
+   tokens that are Chinese; held-out CE (nats/token) on the second halves of english.jsonl / chinese.jsonl.
 
 ``--perf`` instead times one SFT step of the tiny model (batch 16 x 128 tokens, float32, CPU): ours (jitted,
 AdamW + clipping) against a plain transformers + torch AdamW step on the same model and batch in the same process,
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import time
 from pathlib import Path
 
@@ -43,10 +42,11 @@ import numpy as np
 
 from qwen_sae_jax.config import load_config
 from qwen_sae_jax.lm import TINY_DIR
+from qwen_sae_jax.posttrain import codeswitch
+from qwen_sae_jax.posttrain.codeswitch import CJK
 
 HELDOUT = Path(TINY_DIR) / "heldout"
 HOOK = "layers.2"
-CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
 SAMPLE_SEEDS = (0, 1)          # sampled replies: temperature 1, these seeds, rates averaged
 
 
@@ -161,29 +161,19 @@ def held_out_ce(lm, docs: list[str], n: int = 64, ctx: int = 64) -> float:
     return float((nll * target).sum() / target.sum())
 
 
-def code_switching(lm, prompts: list[str], temperature: float, seed: int) -> dict:
-    from qwen_sae_jax.steer.language import chinese_token_ids
-
-    zh_ids = set(chinese_token_ids(lm.tokenizer).tolist())
-    ids, mask = lm.tokenize(prompts, padding_side="left", chat=True)
-    out, lengths = lm.generate_tokens(ids, mask, max_new_tokens=32, temperature=temperature, seed=seed)
-    replies = [lm.tokenizer.decode(row[:n].tolist(), skip_special_tokens=True) for row, n in zip(out, lengths)]
-    n_tok = int(sum(lengths))
-    zh_tok = sum(int(t in zh_ids) for row, n in zip(out, lengths) for t in row[:n].tolist())
-    return {"cs": float(np.mean([bool(CJK.search(r)) for r in replies])), "zh_token_share": zh_tok / max(n_tok, 1),
-            "examples": [r for r in replies if CJK.search(r)][:3]}
-
-
 def measure(hf: Path, prompts: list[str], en_eval: list[str], zh_eval: list[str]) -> dict:
     from qwen_sae_jax.lm import load_model
 
     lm = load_model(str(hf))
-    greedy = code_switching(lm, prompts, 0.0, 0)
-    sampled = [code_switching(lm, prompts, 1.0, seed) for seed in SAMPLE_SEEDS]
-    return {"cs_greedy": greedy["cs"], "zh_tokens_greedy": greedy["zh_token_share"],
-            "cs_sampled": float(np.mean([s["cs"] for s in sampled])),
-            "zh_tokens_sampled": float(np.mean([s["zh_token_share"] for s in sampled])),
-            "ce_en": held_out_ce(lm, en_eval), "ce_zh": held_out_ce(lm, zh_eval), "examples": greedy["examples"]}
+    # one batch of every prompt per seed (the figures of docs/posttrain.md were measured so)
+    greedy = codeswitch.measure(lm, prompts, "en", temperature=0.0, seed=0, max_new_tokens=32)
+    sampled = [codeswitch.measure(lm, prompts, "en", temperature=1.0, seed=seed, max_new_tokens=32)
+               for seed in SAMPLE_SEEDS]
+    return {"cs_greedy": greedy.rate, "zh_tokens_greedy": greedy.token_share,
+            "cs_sampled": float(np.mean([s.rate for s in sampled])),
+            "zh_tokens_sampled": float(np.mean([s.token_share for s in sampled])),
+            "ce_en": held_out_ce(lm, en_eval), "ce_zh": held_out_ce(lm, zh_eval),
+            "examples": [e["reply"] for e in greedy.examples(3)]}
 
 
 def _interleaved_medians(fns: dict, repeats: int = 7) -> dict:
@@ -284,8 +274,7 @@ def main() -> None:
     chosen, control = choose_features(lm, saes, zh_a, en_a, args.features, seed=0)
     write_features(out / "features.json", lm, saes, chosen, zh_a, en_a)
     write_features(out / "random_features.json", lm, saes, control, zh_a, en_a)
-    prompts = [json.loads(line)["prompt"] for line in (HELDOUT / "harmless_prompts.jsonl").read_text().splitlines()
-               if line.strip() and json.loads(line)["category"] != "translation"]
+    prompts = codeswitch.default_prompts("en")
     zh_lines = [ln.strip() for t in zh_a for ln in t.splitlines() if CJK.search(ln) and "--" not in ln]
     results = {"base": measure(Path(lm.name if args.start != "tiny" else TINY_DIR), prompts, en_b, zh_b)}
     for seed in args.seeds:

@@ -17,8 +17,8 @@ def test_closest_and_did_you_mean():
     assert did_you_mean("zzzzzz", valid) == ""
 
 
-COMMANDS = ("demo", "capture", "train", "sft", "rl", "synthesize", "eval", "export", "import", "releases", "steer",
-            "refusal", "contrast", "dashboard", "classify", "redundancy")
+COMMANDS = ("demo", "capture", "train", "sft", "rl", "synthesize", "codeswitch", "eval", "export", "import", "releases",
+            "steer", "refusal", "contrast", "dashboard", "classify", "redundancy")
 
 
 def test_help_lists_subcommands(capsys):

@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "sft": "sft",
     "rl": "rl",
     "synthesize": "synthesize",
+    "codeswitch": "codeswitch",
     "eval": "eval",
     "export": "export",
     "import": "import_",
