@@ -67,8 +67,9 @@ class SAEOptimizer:
     schedule: optax.Schedule
 
     def init(self, sae: SAE) -> AdamState:
-        zeros = {f: jnp.zeros_like(getattr(sae, f)) for f in trainable_fields(sae)}
-        return AdamState(count=jnp.zeros((), jnp.int32), mu=zeros, nu=dict(zeros))
+        def zeros():   # separate arrays for mu and nu: a caller may donate the state
+            return {f: jnp.zeros_like(getattr(sae, f)) for f in trainable_fields(sae)}
+        return AdamState(count=jnp.zeros((), jnp.int32), mu=zeros(), nu=zeros())
 
     def moments(self, grads: SAE, state: AdamState) -> AdamState:
         """The state after one update with gradient ``grads`` (clipped by global norm first)."""

@@ -84,3 +84,13 @@ def test_matches_optax_step_by_step(architecture, clip):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), ours_sae, ref_sae)
     assert not np.allclose(ours_sae.W_enc, sae.W_enc)
     assert (np.asarray(ours_sae.threshold) != np.asarray(sae.threshold)).any() == (architecture == "jumprelu")
+
+
+def test_init_state_can_be_donated():
+    """mu and nu are distinct arrays, so a jitted update that donates the state does not donate one twice."""
+    sae = init_sae(SAEConfig(architecture="topk", d_in=4, d_sae=8, k=2), jax.random.key(0))
+    opt = make_optimizer(OptimConfig(lr=0.1, warmup_steps=0, clip_norm=None), 10)
+    state = opt.init(sae)
+    step = jax.jit(lambda g, s: opt.moments(g, s), donate_argnums=1)
+    new = step(jax.tree.map(jnp.ones_like, sae), state)
+    assert int(new.count) == 1 and float(new.mu["W_enc"][0, 0]) == pytest.approx(0.1)
