@@ -29,7 +29,7 @@ demo: $(RUNTIME)
 	$(VENV)/bin/qwen-sae demo
 
 test: $(TESTING)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: $(TESTING)
 	$(VENV)/bin/ruff check qwen_sae_jax tests benchmarks launch
