@@ -85,22 +85,11 @@ def reply_language(text: str) -> str | None:
 
 def foreign_token_ids(tokenizer: Any, language: str) -> np.ndarray:
     """Ids of the tokens that write the other language than ``language`` (module docstring)."""
-    from qwen_sae_jax.steer.language import _byte_decoder, chinese_token_ids
+    from qwen_sae_jax.steer.language import chinese_token_ids, token_bytes
 
     if OTHER[check_language(language)] == "zh":
         return chinese_token_ids(tokenizer)
-    decoder = _byte_decoder()
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    ids = []
-    for i, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
-        if token is None or i in special:
-            continue
-        try:
-            text = bytes(decoder[c] for c in token).decode("utf-8", "ignore")
-        except KeyError:            # not a byte-level token (added / special text): judge its text
-            text = token
-        if LATIN.search(text):
-            ids.append(i)
+    ids = [i for i, raw in token_bytes(tokenizer) if LATIN.search(raw.decode("utf-8", "ignore"))]
     return np.asarray(ids, np.int32)
 
 

@@ -51,23 +51,27 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in chars.items()}
 
 
+def token_bytes(tokenizer):
+    """``(id, bytes)`` of every non-special token of a byte-level BPE vocabulary (Qwen, the tiny model); a token
+    that is not byte-level (added / special text) gives its text's UTF-8 bytes."""
+    decoder = _byte_decoder()
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+        if token is None or i in special:
+            continue
+        try:
+            yield i, bytes(decoder[c] for c in token)
+        except KeyError:
+            yield i, token.encode("utf-8")
+
+
 def chinese_token_ids(tokenizer) -> np.ndarray:
     """Ids of the tokens that write Chinese: their bytes contain a CJK character (ideographs, CJK punctuation,
     full-width forms), or they start with a UTF-8 lead byte 0xE3..0xE9 (the first bytes of a character in
     U+3000..U+9FFF split across tokens). Continuation-byte-only fragments are not counted (they also occur
     inside other scripts). Works for byte-level BPE vocabularies (Qwen, the tiny model)."""
-    decoder = _byte_decoder()
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    ids = []
-    for i, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
-        if token is None or i in special:
-            continue
-        try:
-            raw = bytes(decoder[c] for c in token)
-        except KeyError:            # not a byte-level token (added/special text): judge its text
-            raw = token.encode("utf-8")
-        if _CJK.search(raw.decode("utf-8", "ignore")) or (raw and 0xE3 <= raw[0] <= 0xE9):
-            ids.append(i)
+    ids = [i for i, raw in token_bytes(tokenizer)
+           if _CJK.search(raw.decode("utf-8", "ignore")) or (raw and 0xE3 <= raw[0] <= 0xE9)]
     return np.asarray(ids, np.int32)
 
 
