@@ -39,7 +39,7 @@ test-fast: $(TESTING)
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(TESTING)
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+	for b in benchmarks/[!_]*.py; do $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _tiny_runs import held_out_ce
 
 from qwen_sae_jax.config import load_config
 from qwen_sae_jax.lm import TINY_DIR
@@ -166,21 +167,6 @@ def rl_run(out: Path, name: str, prompts_file: Path, reward: list[str], args) ->
             "checkpoint.every=0", "log.every=10", "log.progress=lines", *reward])
         run_rl(cfg)
     return hf
-
-
-def held_out_ce(lm, docs: list[str], ctx: int = 64) -> float:
-    """Mean next-token CE (nats/token) over the first ``ctx`` tokens of each document."""
-    import jax
-
-    encoded = (lm.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"][:ctx] for t in docs)
-    seqs = [s for s in encoded if len(s) > 1]
-    ids, mask = np.zeros((len(seqs), ctx), np.int32), np.zeros((len(seqs), ctx), np.int32)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)], mask[i, :len(s)] = s, 1
-    logp = np.asarray(jax.nn.log_softmax(lm.logits(ids, attention_mask=mask).astype("float32"), -1))
-    nll = -np.take_along_axis(logp[:, :-1], ids[:, 1:, None], -1)[..., 0]
-    target = mask[:, 1:] * mask[:, :-1]
-    return float((nll * target).sum() / target.sum())
 
 
 def evaluate(model: str, prompts: list[str], ce_docs: dict[str, list[str]], args, probe=None) -> dict:

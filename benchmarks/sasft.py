@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _tiny_runs import held_out_ce, train_saes
 
 from qwen_sae_jax.config import load_config
 from qwen_sae_jax.lm import TINY_DIR
@@ -54,20 +55,6 @@ def texts(name: str) -> tuple[list[str], list[str]]:
     """(first half, second half) of a held-out text file."""
     rows = [json.loads(line)["text"] for line in (HELDOUT / f"{name}.jsonl").read_text().splitlines() if line.strip()]
     return rows[:len(rows) // 2], rows[len(rows) // 2:]
-
-
-def train_saes(out: Path, hooks: list[str]) -> dict[str, str]:
-    """{hook: SAE folder}: one TopK SAE per hook, trained together (reused when the folders exist)."""
-    from qwen_sae_jax.train.config import TrainConfig
-    from qwen_sae_jax.train.loop import train
-
-    folders = {h: out / "sae" / "saes" / f"{h}__topk-k32" for h in hooks}
-    if not all(f.exists() for f in folders.values()):
-        cfg = load_config(TrainConfig, "configs/tiny.yaml", [
-            f"run_dir={out / 'sae'}", f"hooks=[{', '.join(hooks)}]", "train.total_tokens=300000",
-            "eval.tokens=2048", "saes.0.optim.decay_steps=100", "log.every=100", "log.progress=lines"])
-        train(cfg)
-    return {h: str(f) for h, f in folders.items()}
 
 
 def _matched_controls(rate: np.ndarray, chosen: list, rng) -> list:
@@ -146,21 +133,6 @@ def run(out: Path, name: str, data: Path, steps: int, seed: int, overrides: list
     return hf
 
 
-def held_out_ce(lm, docs: list[str], n: int = 64, ctx: int = 64) -> float:
-    """Mean next-token CE (nats/token) over the first ``ctx`` tokens of ``n`` documents."""
-    import jax
-
-    seqs = [lm.tokenizer(t, add_special_tokens=False)["input_ids"][:ctx] for t in docs[:n]]
-    seqs = [s for s in seqs if len(s) > 1]
-    ids, mask = (np.zeros((len(seqs), ctx), np.int32), np.zeros((len(seqs), ctx), np.int32))
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)], mask[i, :len(s)] = s, 1
-    logp = np.asarray(jax.nn.log_softmax(lm.logits(ids, attention_mask=mask).astype("float32"), -1))
-    nll = -np.take_along_axis(logp[:, :-1], ids[:, 1:, None], -1)[..., 0]
-    target = mask[:, 1:] * mask[:, :-1]
-    return float((nll * target).sum() / target.sum())
-
-
 def measure(hf: Path, prompts: list[str], en_eval: list[str], zh_eval: list[str]) -> dict:
     from qwen_sae_jax.lm import load_model
 
@@ -172,7 +144,7 @@ def measure(hf: Path, prompts: list[str], en_eval: list[str], zh_eval: list[str]
     return {"cs_greedy": greedy.rate, "zh_tokens_greedy": greedy.token_share,
             "cs_sampled": float(np.mean([s.rate for s in sampled])),
             "zh_tokens_sampled": float(np.mean([s.token_share for s in sampled])),
-            "ce_en": held_out_ce(lm, en_eval), "ce_zh": held_out_ce(lm, zh_eval),
+            "ce_en": held_out_ce(lm, en_eval[:64]), "ce_zh": held_out_ce(lm, zh_eval[:64]),
             "examples": [e["reply"] for e in greedy.examples(3)]}
 
 

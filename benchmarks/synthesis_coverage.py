@@ -31,25 +31,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _tiny_runs import train_saes
 
-from qwen_sae_jax.config import load_config
 from qwen_sae_jax.lm import TINY_DIR
 
 HELDOUT = Path(TINY_DIR) / "heldout"
-
-
-def train_saes(out: Path, hooks: list[str]) -> dict[str, str]:
-    """{hook: SAE folder}: one TopK SAE per hook, trained together (reused when the folders exist)."""
-    from qwen_sae_jax.train.config import TrainConfig
-    from qwen_sae_jax.train.loop import train
-
-    folders = {h: out / "sae" / "saes" / f"{h}__topk-k32" for h in hooks}
-    if not all(f.exists() for f in folders.values()):
-        cfg = load_config(TrainConfig, "configs/tiny.yaml", [
-            f"run_dir={out / 'sae'}", f"hooks=[{', '.join(hooks)}]", "train.total_tokens=300000",
-            "eval.tokens=2048", "saes.0.optim.decay_steps=100", "log.every=100", "log.progress=lines"])
-        train(cfg)
-    return {h: str(f) for h, f in folders.items()}
 
 
 def prompt_rows(name: str) -> tuple[list[dict], list[dict]]:
