@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
-from qwen_sae_jax.cli.options import check_output_folder, finite_float, int_at_least
+from qwen_sae_jax.cli.options import check_output_folder, finite_float, int_at_least, progress
 
 HELP = "measure unexpected code-switching: how often a model's chat replies switch to another language"
 
@@ -66,27 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="switching replies to print and store")
     parser.add_argument("--out", metavar="DIR", help="write DIR/codeswitch.json (atomically)")
     parser.add_argument("--dtype", default="float32", help="compute dtype of the model (float32, bfloat16)")
-
-
-def _progress(total: int):
-    """``(update(done, total), close())``: a tqdm bar with ETA on a terminal, else a line every 10%."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-        bar = tqdm(total=total, unit="batch", desc="generation", dynamic_ncols=True, file=sys.stderr)
-
-        def update(done: int, _total: int) -> None:
-            bar.update(done - bar.n)
-        return update, bar.close
-    start, shown = time.time(), [-1]
-
-    def update_lines(done: int, _total: int) -> None:
-        if done * 10 // total > shown[0] or done == total:
-            shown[0] = done * 10 // total
-            elapsed = time.time() - start
-            eta = elapsed / done * (total - done)
-            print(f"generation {done}/{total} batches ({100 * done / total:.0f}%) | {elapsed:.0f}s elapsed | "
-                  f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s", file=sys.stderr, flush=True)
-    return update_lines, lambda: None
 
 
 def _settings(args) -> tuple[int, float, float]:
@@ -151,7 +129,7 @@ def run(args) -> int:
         f"{samples} sample(s) at temperature {temperature:g}, top-p {top_p:g}, seed {args.seed}"
     print(f"model {lm.name}; {len(prompts)} prompts ({source}); replies expected in {cs.NAMES[args.language]}; "
           f"{decoding}; at most {args.max_new_tokens} new tokens")
-    update, close = _progress(samples * -(-len(prompts) // args.batch_size))
+    update, close = progress(samples * -(-len(prompts) // args.batch_size), "generation", "batch", "batches")
     start = time.time()
     try:
         result = cs.measure(lm, prompts, args.language, samples=samples, temperature=temperature, top_p=top_p,

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+import time
 
 
 def finite_float(text: str) -> float:
@@ -119,3 +121,26 @@ def distributed_overrides(args: argparse.Namespace | None) -> list[str]:
     given = (("coordinator", args.coordinator), ("num_processes", args.num_processes),
              ("process_id", args.process_id))
     return [f"distributed.{key}={value}" for key, value in given if value is not None]
+
+
+def progress(total: int, desc: str, unit: str, line_unit: str = ""):
+    """``(update(done, total), close())`` for a command's long loop: a tqdm bar with ETA (``unit`` per step) on a
+    terminal, else a line ``DESC done/total LINE_UNIT (pct) | elapsed | ETA`` at the first step and every 10%."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, file=sys.stderr)
+
+        def update(done: int, _total: int) -> None:
+            bar.update(done - bar.n)
+        return update, bar.close
+    start, shown = time.time(), [-1]
+    counted = f" {line_unit}" if line_unit else ""
+
+    def update_lines(done: int, _total: int) -> None:
+        if done * 10 // total > shown[0] or done == total:
+            shown[0] = done * 10 // total
+            elapsed = time.time() - start
+            eta = elapsed / done * (total - done)
+            print(f"{desc} {done}/{total}{counted} ({100 * done / total:.0f}%) | {elapsed:.0f}s elapsed | "
+                  f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s", file=sys.stderr, flush=True)
+    return update_lines, lambda: None

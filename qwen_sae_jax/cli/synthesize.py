@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
-from qwen_sae_jax.cli.options import check_output_folder, finite_float, int_at_least
+from qwen_sae_jax.cli.options import check_output_folder, finite_float, int_at_least, progress
 
 HELP = "synthesise chat samples that activate the target SAE features an existing dataset misses (+ a random baseline)"
 
@@ -73,27 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int_at_least(1), default=256,
                         help="coverage: count the first tokens of each rendered sample")
     parser.add_argument("--batch-size", type=int_at_least(1), default=32, help="samples per forward / generation")
-
-
-def _progress(total: int):
-    """``(update(done, total), close())``: a tqdm bar with ETA on a terminal, else a line every 10%."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-        bar = tqdm(total=total, unit="cand", desc="candidates", dynamic_ncols=True, file=sys.stderr)
-
-        def update(done: int, _total: int) -> None:
-            bar.update(done - bar.n)
-        return update, bar.close
-    start, shown = time.time(), [0]
-
-    def update_lines(done: int, _total: int) -> None:
-        if done * 10 // total > shown[0] or done == total:
-            shown[0] = done * 10 // total
-            elapsed = time.time() - start
-            eta = elapsed / done * (total - done)
-            print(f"candidates {done}/{total} ({100 * done / total:.0f}%) | {elapsed:.0f}s elapsed | "
-                  f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s", file=sys.stderr, flush=True)
-    return update_lines, lambda: None
 
 
 def _read_templates(path: str | None) -> tuple[str, ...]:
@@ -182,7 +160,7 @@ def run(args) -> int:
           f"({100 * existing.mean():.1f}%); {T - int(existing.sum())} uncovered")
     if existing.all():
         print("every target is covered already: the kept samples will be the candidates activating the most targets")
-    update, close = _progress(args.candidates)
+    update, close = progress(args.candidates, "candidates", "cand")
     start = time.time()
     try:
         pool = syn.generate_candidates(lm, args.candidates, seed=args.seed, templates=templates,
