@@ -22,6 +22,10 @@ Capture and intervention never touch model code: ``HookInterceptor`` is installe
 ``flax.linen.intercept_methods`` around ``model.apply`` and sees every module ``__call__``. The decoder layer,
 its mixer and its ``mlp`` submodule are the hook points. An intervention ``fn(act [B, T, D]) -> act [B, T, D]``
 replaces the activation that flows on; a capture records the activation after any intervention at that point.
+With per-layer rematerialisation (``remat_layers``: each decoder layer under ``nn.remat``) the interceptor runs
+inside each layer's ``jax.checkpoint``, so ``HookInterceptor.apply`` hands the captures out through the mutable
+``hooks`` collection (``sow``), which the lifted checkpoint returns as outputs: no tracer leaks, and gradients
+flow through the captured activations as through any output.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import re
 from typing import Callable, Iterable, Mapping, Sequence
 
 from flax import linen as nn
+from flax import traverse_util
 
 from qwen_sae_jax.errors import UserError, did_you_mean
 
@@ -44,6 +49,9 @@ _ALIAS = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_attn_out|hook_mlp_out
 _MIXER_KIND = {"self_attn": "full-attention", "linear_attn": "Gated DeltaNet (linear_attention)"}
 # the layer kind column of tables and plots: per mixer module, "full" (full attention) or "linear" (Gated DeltaNet)
 LAYER_KINDS = {"self_attn": "full", "linear_attn": "linear"}
+
+# the variable collection captures travel in when the apply makes it mutable (HookInterceptor.apply)
+CAPTURE_COLLECTION = "hooks"
 
 Intervention = Callable  # fn(act [B, T, D]) -> act [B, T, D]
 Layers = int | Sequence[str]  # number of full-attention layers, or per layer the mixer's name
@@ -164,8 +172,10 @@ class HookInterceptor:
         self.interventions = dict(interventions or {})
         self.captured: dict[str, object] = {}
 
-    def at_hook(self, name: str, value):
-        """Apply the intervention at ``name`` (if any) to ``value``, record it if captured, return it."""
+    def at_hook(self, name: str, value, module: nn.Module | None = None):
+        """Apply the intervention at ``name`` (if any) to ``value``, record it if captured, return it. A capture
+        goes into ``module``'s ``hooks`` collection when the apply made that collection mutable (`apply`), else
+        into ``self.captured``."""
         fn = self.interventions.get(name)
         if fn is not None:
             new = fn(value)
@@ -174,7 +184,10 @@ class HookInterceptor:
                                 f"expected {value.shape}")
             value = new.astype(value.dtype)
         if name in self.capture:
-            self.captured[name] = value
+            if module is not None and module.is_mutable_collection(CAPTURE_COLLECTION):
+                module.sow(CAPTURE_COLLECTION, name, value, reduce_fn=_latest, init_fn=lambda: None)
+            else:
+                self.captured[name] = value
         return value
 
     def __call__(self, next_fun, args, kwargs, context):
@@ -183,14 +196,31 @@ class HookInterceptor:
         name = _module_hook_name(context.module)
         if name is None:
             return next_fun(*args, **kwargs)
-        if _is_decoder_layer(context.module):
-            args = (self.at_hook(name + ".input", args[0]),) + tuple(args[1:])
-        return self.at_hook(name, next_fun(*args, **kwargs))
+        module = context.module
+        if _is_decoder_layer(module):
+            args = (self.at_hook(name + ".input", args[0], module),) + tuple(args[1:])
+        return self.at_hook(name, next_fun(*args, **kwargs), module)
 
     def run(self, fn: Callable, *args, **kwargs):
-        """``fn(*args, **kwargs)`` with this interceptor installed."""
+        """``fn(*args, **kwargs)`` with this interceptor installed; captures land in ``self.captured`` directly
+        (so they must not be made inside a lifted transform: use `apply` for a model with per-layer remat)."""
         with nn.intercept_methods(self):
             return fn(*args, **kwargs)
+
+    def apply(self, module: nn.Module, variables, *args, **kwargs):
+        """``module.apply(variables, *args, **kwargs)`` with this interceptor installed. Captures leave the model
+        through the mutable ``hooks`` collection, as outputs of every lifted transform they were made in (a
+        decoder layer under ``nn.remat`` hands them out of its ``jax.checkpoint``: no leaked tracers, and
+        gradients flow through them), and are in ``self.captured`` afterwards."""
+        with nn.intercept_methods(self):
+            out, state = module.apply(variables, *args, mutable=[CAPTURE_COLLECTION], **kwargs)
+        sown = traverse_util.flatten_dict(dict(state.get(CAPTURE_COLLECTION, {})))
+        self.captured.update({path[-1]: value for path, value in sown.items()})
+        return out
+
+
+def _latest(_previous, value):
+    return value
 
 
 @functools.cache

@@ -157,14 +157,16 @@ class LanguageModel:
 
     # ------------------------------------------------------------------ pure form
     def apply(self, params, input_ids, attention_mask=None, position_ids=None, *, capture: Sequence[str] = (),
-              interventions: Mapping[str, Callable] | None = None, stop_after_capture: bool = False):
+              interventions: Mapping[str, Callable] | None = None, stop_after_capture: bool = False,
+              remat_layers: bool = False):
         """Pure, traceable forward: ``(logits [B, T, V] or None, {name: [B, T, D]})``.
 
         ``capture`` and ``interventions`` keys may be names, aliases or globs (resolved at trace time).
         With ``stop_after_capture`` only the layers up to the deepest captured hook run; the layers
         above, the final norm and the LM head are not computed and the logits are None. With a mesh the
         logits are laid out by ``rules`` as ``(batch, None, vocab)`` (by default rows over 'data', the
-        vocabulary over 'model').
+        vocabulary over 'model'). ``remat_layers``: each decoder layer is rematerialised when differentiated
+        (gradient checkpointing; the same values, captures and interventions included).
         """
         names = self.resolve_hooks(list(capture)) if capture else []
         resolved = self._resolve_interventions(interventions)
@@ -174,8 +176,9 @@ class LanguageModel:
             position_ids = positions_from_mask(attention_mask)
         num_layers = max(hooks.layers_needed(n) for n in names) if stop_after_capture else None
         interceptor = hooks.HookInterceptor(names, resolved)
-        out = interceptor.run(self.module.apply, {"params": params}, input_ids, attention_mask, position_ids,
-                              num_layers=num_layers)
+        module = self.module.clone(remat_layers=True) if remat_layers else self.module
+        out = interceptor.apply(module, {"params": params}, input_ids, attention_mask, position_ids,
+                                num_layers=num_layers)
         acts = dict(interceptor.captured)
         if num_layers is not None:
             # "layers.N.input" of the first layer not run is the residual stream the truncated model returns

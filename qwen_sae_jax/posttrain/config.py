@@ -76,9 +76,12 @@ class SFTLoopConfig:
     """Optimizer steps."""
     batch_size: int = 8
     """Conversations per step, over all devices (a multiple of the `data` mesh axis)."""
-    remat: Literal["none", "dots", "dots_no_batch", "full"] = "none"
-    """Gradient checkpointing of the forward (jax.checkpoint policy): none; dots: keep every matmul output,
-    recompute the rest; dots_no_batch: keep only weight matmuls (not attention scores); full: keep nothing."""
+    remat: Literal["none", "layers", "dots", "dots_no_batch", "full"] = "none"
+    """Gradient checkpointing: none; layers: every decoder layer is one jax.checkpoint (nn.remat), the backward
+    keeps only each layer's input and output and recomputes inside the layer (the per-layer saving; captured
+    SASFT activations leave the layer as its outputs); dots / dots_no_batch / full: one jax.checkpoint around
+    the whole forward with a policy (dots: keep every matmul output, recompute the rest; dots_no_batch: keep
+    only weight matmuls, not attention scores; full: keep nothing)."""
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:

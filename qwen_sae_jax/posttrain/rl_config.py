@@ -155,8 +155,10 @@ class RLOptimConfig(SFTOptimConfig):
 class RLLoopConfig:
     steps: int = 100
     """Steps; each samples one rollout batch and makes grpo.updates_per_rollout optimizer updates on it."""
-    remat: Literal["none", "dots", "dots_no_batch", "full"] = "none"
-    """Gradient checkpointing of the forward in the update (as for sft): none / dots / dots_no_batch / full."""
+    remat: Literal["none", "layers", "dots", "dots_no_batch", "full"] = "none"
+    """Gradient checkpointing in the update (as for sft): none; layers: each decoder layer is one jax.checkpoint
+    (recomputed from its input in the backward); dots / dots_no_batch / full: one jax.checkpoint with that
+    policy around the whole forward."""
 
     def __post_init__(self):
         if self.steps < 1:

@@ -96,17 +96,14 @@ def grpo_loss_terms(logp, old_logp, ref_logp, advantage, response, *, clip_eps: 
 
 def make_rl_loss(lm, grpo, group_size: int, prompt_len: int, remat: str = "none") -> Callable:
     """``loss(params, batch: RLBatch, _) -> (loss, terms)`` for `posttrain.step.make_step` (``grpo``: a
-    `GRPOConfig`); the advantages are computed from ``batch.reward`` inside."""
-    from qwen_sae_jax.posttrain.step import REMAT
+    `GRPOConfig`); the advantages are computed from ``batch.reward`` inside. ``remat``: the gradient-checkpointing
+    mode of `posttrain.step.remat_forward`."""
+    from qwen_sae_jax.posttrain.step import remat_forward
 
-    def forward(params, ids, mask):
-        return lm.apply(params, ids, mask)[0]
-
-    if remat != "none":
-        forward = jax.checkpoint(forward, policy=REMAT[remat])
+    forward = remat_forward(lm, remat)
 
     def loss(params, batch: RLBatch, _unused):
-        logp = response_logprobs(forward(params, batch.ids, batch.mask), batch.ids, prompt_len)
+        logp = response_logprobs(forward(params, batch.ids, batch.mask)[0], batch.ids, prompt_len)
         advantage = group_advantages(batch.reward, group_size, grpo.adv_eps)
         return grpo_loss_terms(logp, batch.old_logp, batch.ref_logp, advantage, batch.response,
                                clip_eps=grpo.clip_eps, kl_coef=grpo.kl_coef, aggregate=grpo.aggregate)

@@ -10,7 +10,9 @@ global batch, so 1 device and N devices compute the same step.
 
 Sharding: the parameters keep the shardings ``load_model(mesh=...)`` gave them (the family's partition
 rules), the AdamW moments take their parameter's sharding, counters are replicated, the batch is split over
-``data``. Gradient checkpointing wraps the forward in ``jax.checkpoint`` with a policy (`REMAT`).
+``data``. Gradient checkpointing (`remat_forward`): ``layers`` checkpoints each decoder layer (the backward pass
+keeps each layer's input and output and recomputes inside the layer), the other modes wrap the whole forward in
+one ``jax.checkpoint`` with a policy (`REMAT`).
 """
 from __future__ import annotations
 
@@ -32,6 +34,22 @@ REMAT: dict[str, Callable | None] = {
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "full": jax.checkpoint_policies.nothing_saveable,
 }
+REMAT_MODES = ("none", "layers", *REMAT)
+
+
+def remat_forward(lm, remat: str, capture: tuple[str, ...] = ()) -> Callable:
+    """``forward(params, ids, mask) -> (logits, {hook: activation})`` (`LanguageModel.apply` with ``capture``)
+    under the gradient-checkpointing mode ``remat``: ``none``; ``layers``: every decoder layer is one
+    ``jax.checkpoint`` (``nn.remat``, nothing saved inside; the captures leave the layers as its outputs);
+    ``dots`` / ``dots_no_batch`` / ``full``: the whole forward is one ``jax.checkpoint`` with that `REMAT`
+    policy."""
+    if remat not in REMAT_MODES:
+        raise ValueError(f"remat={remat!r}; valid: {REMAT_MODES}")
+
+    def forward(params, ids, mask):
+        return lm.apply(params, ids, mask, capture=capture, remat_layers=remat == "layers")
+
+    return jax.checkpoint(forward, policy=REMAT[remat]) if remat in REMAT else forward
 
 
 @flax.struct.dataclass
@@ -62,14 +80,8 @@ def reply_ce(logits: jax.Array, ids: jax.Array, reply: jax.Array) -> tuple[jax.A
 
 def make_loss(lm, probes: tuple = (), coefficient: float = 0.0, zero_threshold: bool = False,
               remat: str = "none") -> Callable:
-    """``loss(params, batch, probes) -> (loss, {"ce", "sasft", "targets"})``."""
-    hooks = tuple(p.hook for p in probes)
-
-    def forward(params, ids, mask):
-        return lm.apply(params, ids, mask, capture=hooks)
-
-    if remat != "none":
-        forward = jax.checkpoint(forward, policy=REMAT[remat])
+    """``loss(params, batch, probes) -> (loss, {"ce", "sasft", "targets"})``; ``remat``: `remat_forward`'s mode."""
+    forward = remat_forward(lm, remat, tuple(p.hook for p in probes))
 
     def loss(params, batch: Batch, probes):
         logits, acts = forward(params, batch.ids, batch.mask)

@@ -157,3 +157,32 @@ def test_features_file_round_trip_and_contrast(tmp_path):
         "mean": {"mean_diff": rank(7, 8, 9), "rate_diff": rank(7)}}}}))
     assert features_from_contrast(tmp_path / "c.json", top=2) == [("layers.1", 7), ("layers.1", 8)]
     assert features_from_contrast(tmp_path / "c.json", top=5, position="last") == [("layers.1", 5), ("layers.1", 6)]
+
+
+def test_rl_loss_with_per_layer_remat_matches_and_checkpoints_each_layer(tiny_model):
+    """``train.remat=layers`` in the GRPO update: the same loss, terms and gradients as without remat (float32,
+    off-policy log-probabilities so the ratio and the clipping matter), one checkpoint per decoder layer."""
+    from qwen_sae_jax.lm import load_model
+    from qwen_sae_jax.posttrain.rl_config import GRPOConfig
+    from qwen_sae_jax.posttrain.rl_grpo import RLBatch, make_rl_loss
+    from tests.models.remat_checks import checkpoint_equations
+
+    lm = load_model(tiny_model)
+    rng = np.random.default_rng(0)
+    B, P, N = 4, 6, 8
+    ids = rng.integers(3, lm.config.vocab_size, size=(B, P + N)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[0, :2] = 0                                                              # a left-padded prompt
+    response = np.arange(N)[None, :] < np.asarray([8, 5, 8, 3])[:, None]
+    batch = RLBatch(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(response),
+                    jnp.asarray(rng.normal(-5.6, 0.3, (B, N)), jnp.float32),
+                    jnp.asarray(rng.normal(-5.6, 0.3, (B, N)), jnp.float32), jnp.asarray([1.0, 0.0, 0.5, 2.0]))
+    grpo = GRPOConfig(kl_coef=0.1)
+    want, want_grad = jax.jit(jax.value_and_grad(make_rl_loss(lm, grpo, 2, P), has_aux=True))(lm.params, batch, ())
+    loss = make_rl_loss(lm, grpo, 2, P, remat="layers")
+    got, got_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(lm.params, batch, ())
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+    assert 0 < float(want[1]["clip_frac"]) < 1
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got_grad, want_grad)
+    jaxpr = jax.make_jaxpr(jax.grad(lambda p: loss(p, batch, ())[0]))(lm.params)
+    assert checkpoint_equations(jaxpr) == lm.config.num_hidden_layers

@@ -1,5 +1,6 @@
 """The SFT step: reply-token CE against numpy; the same steps on 1 device and on a 4 x 2 mesh of forced CPU
-devices (moments sharded like their parameters); gradient checkpointing changes nothing but memory; bf16 runs."""
+devices (moments sharded like their parameters); gradient checkpointing, whole-forward or per decoder layer (SFT
+and SASFT, Qwen3 and Qwen3.5), changes nothing but memory; bf16 runs."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from qwen_sae_jax.posttrain.config import SFTDataConfig, SFTOptimConfig
 from qwen_sae_jax.posttrain.data import build_dataset
+from qwen_sae_jax.posttrain.sasft import LanguageProbe
 from qwen_sae_jax.posttrain.step import Batch, make_loss, make_optimizer, make_step, reply_ce, state_shardings
 from qwen_sae_jax.train.config import MeshConfig
 from qwen_sae_jax.train.mesh import make_mesh
@@ -65,9 +67,69 @@ def test_one_device_and_a_4x2_mesh_agree(tiny_model, data, one_device):
     assert mu.sharding == q.sharding
 
 
-def test_gradient_checkpointing_changes_nothing(tiny_model, data, one_device):
-    got, _, _ = run_steps(tiny_model, data, MeshConfig(data=1, model=1), remat="full")   # recompute everything
+@pytest.mark.parametrize("remat", ["full", "layers"])   # recompute everything / each decoder layer
+def test_gradient_checkpointing_changes_nothing(tiny_model, data, one_device, remat):
+    got, _, _ = run_steps(tiny_model, data, MeshConfig(data=1, model=1), remat=remat)
     np.testing.assert_allclose(got, one_device[0], rtol=1e-5)
+
+
+@pytest.fixture(scope="module", params=["qwen3", "qwen3_5"])
+def family_lm(request, tiny_model, tmp_path_factory):
+    """The tiny Qwen3 of these tests, or the tiny hybrid Qwen3.5 of the model tests (Gated DeltaNet layer 0,
+    full-attention layer 1), float32."""
+    from qwen_sae_jax.lm import load_model
+    if request.param == "qwen3":
+        return load_model(tiny_model)
+    from tests.models.qwen3_5.hf_reference import build_hf
+    return load_model(build_hf(tmp_path_factory.mktemp("qwen3_5"))[1])
+
+
+def _probe(hook: str, d: int, seed: int) -> LanguageProbe:
+    rng = np.random.default_rng(seed)
+    F = 6
+    return LanguageProbe(W=jnp.asarray(rng.normal(size=(d, F)), jnp.float32), b=jnp.asarray(rng.normal(size=F),
+                         jnp.float32), lang=jnp.asarray(np.arange(F) % 2, jnp.int32),
+                         tau=jnp.asarray(rng.normal(size=(F, 2)) - 1.0, jnp.float32), hook=hook)
+
+
+def test_per_layer_remat_gives_the_same_sft_and_sasft_losses_and_gradients(family_lm):
+    """``remat=layers`` against ``none`` on both families: the SFT loss, and a SASFT loss reading activations
+    captured inside checkpointed layers (layer 0's token mixer: Gated DeltaNet on Qwen3.5) and at a layer output,
+    give the same value, terms and parameter gradients (float32); the gradient checkpoints each decoder layer
+    and keeps far fewer residual bytes."""
+    from tests.models.remat_checks import checkpoint_equations, residual_bytes
+
+    lm = family_lm
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, lm.config.vocab_size, size=(4, 24)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, :4] = 0                                                   # a left-padded row
+    reply = np.zeros(ids.shape, bool)
+    reply[:, 10:] = True
+    batch = Batch(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(reply), jnp.asarray([0, 1, 1, 0], jnp.int32))
+    hooks = lm.resolve_hooks(["blocks.0.hook_attn_out", "layers.1"])
+    sasft = tuple(_probe(h, lm.config.hidden_size, i) for i, h in enumerate(hooks))
+    grads = {}
+    for probes, coefficient in (((), 0.0), (sasft, 0.5)):
+        def run(remat):
+            loss = make_loss(lm, probes, coefficient, remat=remat)
+            return jax.jit(jax.value_and_grad(loss, has_aux=True))(lm.params, batch, probes)
+        (want, want_terms), want_grad = run("none")
+        (got, got_terms), got_grad = run("layers")
+        np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+        for k in want_terms:
+            np.testing.assert_allclose(float(got_terms[k]), float(want_terms[k]), rtol=1e-6, err_msg=k)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got_grad, want_grad)
+        grads[bool(probes)] = got_grad
+    assert float(want_terms["sasft"]) > 0        # the SASFT term is live, and its gradient reaches layer 0
+    layer0 = lambda g: np.asarray(g["model"]["layers_0"]["input_layernorm"]["weight"])  # noqa: E731
+    assert np.abs(layer0(grads[True]) - layer0(grads[False])).max() > 1e-4 * np.abs(layer0(grads[False])).max()
+
+    def value(remat):
+        return lambda p: make_loss(lm, sasft, 0.5, remat=remat)(p, batch, sasft)[0]
+    assert checkpoint_equations(jax.make_jaxpr(jax.grad(value("layers")))(lm.params)) == lm.config.num_hidden_layers
+    assert checkpoint_equations(jax.make_jaxpr(jax.grad(value("none")))(lm.params)) == 0
+    assert residual_bytes(value("layers"), lm.params) < 0.5 * residual_bytes(value("none"), lm.params)
 
 
 def test_bfloat16_compute(tiny_model, data, one_device):

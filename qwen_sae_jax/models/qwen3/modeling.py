@@ -32,6 +32,7 @@ then covers the whole cache ``[B, S]``.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -288,18 +289,38 @@ def decoder_inputs(input_ids, attention_mask, position_ids, cache_index):
     return position_ids, token_mask, attention_bias(attention_mask, T, cache_index)
 
 
+def decoder_layers(module: nn.Module, layer_class: type) -> list[nn.Module]:
+    """The decoder layers of ``module`` (a model: ``config``, ``dtype``, ``param_dtype``, ``remat_layers``), built in
+    its ``setup``: ``layer_class(config, i)`` for every layer, each under ``nn.remat`` when ``remat_layers``."""
+    c = module.config
+    if module.remat_layers:
+        layer_class = remat_layer_class(layer_class)
+    return [layer_class(c, i, dtype=module.dtype, param_dtype=module.param_dtype) for i in range(c.num_hidden_layers)]
+
+
+@functools.cache
+def remat_layer_class(layer_class: type) -> type:
+    """``layer_class`` whose ``__call__`` is one ``jax.checkpoint`` saving nothing inside (``nn.remat``, policy
+    ``nothing_saveable``): the backward pass keeps the layer's inputs and outputs and recomputes the rest. The
+    parameters, their names and the layer's numbers are those of ``layer_class``; a subclass, so code that
+    recognises the layer by ``isinstance`` (`hooks`) still does."""
+    return nn.remat(layer_class, policy=jax.checkpoint_policies.nothing_saveable)
+
+
 class Qwen3Model(nn.Module):
-    """Embedding + decoder layers + final norm (HF ``Qwen3Model`` / ``Qwen3MoeModel``)."""
+    """Embedding + decoder layers + final norm (HF ``Qwen3Model`` / ``Qwen3MoeModel``). ``remat_layers``: each
+    decoder layer is rematerialised in the backward pass (`remat_layer_class`)."""
 
     config: Qwen3Config
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    remat_layers: bool = False
 
     def setup(self):
         c = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.embed_tokens = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=_dense_init(c), **kw)
-        self.layers = [Qwen3DecoderLayer(c, i, **kw) for i in range(c.num_hidden_layers)]
+        self.layers = decoder_layers(self, Qwen3DecoderLayer)
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, **kw)
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, *, num_layers=None, cache_index=None):
@@ -334,16 +355,18 @@ class Qwen3ForCausalLM(nn.Module):
     ``position_ids`` positions are ``0..T-1`` for every row (HF's forward does the same; for left-padded
     rows pass positions counted from the first real token). With ``num_layers=n`` (a Python int) it
     returns the residual stream after decoder layer ``n-1`` ``[B, T, D]`` and does not compute the
-    layers above, the final norm or the LM head.
+    layers above, the final norm or the LM head. ``remat_layers=True`` checkpoints each decoder layer (gradient
+    checkpointing for training: the same numbers, less memory in the backward pass).
     """
 
     config: Qwen3Config
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    remat_layers: bool = False
 
     def setup(self):
         c = self.config
-        self.model = Qwen3Model(c, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.model = Qwen3Model(c, dtype=self.dtype, param_dtype=self.param_dtype, remat_layers=self.remat_layers)
         if not c.tie_word_embeddings:
             self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                                     kernel_init=_dense_init(c))

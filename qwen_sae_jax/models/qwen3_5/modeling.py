@@ -60,6 +60,7 @@ from qwen_sae_jax.models.qwen3.modeling import (
     Qwen3Model,
     apply_rope,
     decoder_inputs,
+    decoder_layers,
     grouped_attention,
     rms_normalize,
     rope_cos_sin,
@@ -292,7 +293,7 @@ class Qwen3_5Model(Qwen3Model):
         c = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.embed_tokens = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=_dense_init(c), **kw)
-        self.layers = [Qwen3_5DecoderLayer(c, i, **kw) for i in range(c.num_hidden_layers)]
+        self.layers = decoder_layers(self, Qwen3_5DecoderLayer)
         self.norm = ZeroCenteredRMSNorm(c.hidden_size, c.rms_norm_eps, **kw)
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, *, num_layers=None, cache_index=None):
@@ -312,7 +313,7 @@ class Qwen3_5ForCausalLM(Qwen3ForCausalLM):
 
     def setup(self):
         c = self.config
-        self.model = Qwen3_5Model(c, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.model = Qwen3_5Model(c, dtype=self.dtype, param_dtype=self.param_dtype, remat_layers=self.remat_layers)
         if not c.tie_word_embeddings:
             self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                                     kernel_init=_dense_init(c))

@@ -155,3 +155,17 @@ def test_moe_routing_uses_several_experts_and_matches_dense_reference(hf_tiny):
     h = jax.nn.silu(jnp.einsum("btd,edi->btei", x, e["gate_proj"])) * jnp.einsum("btd,edi->btei", x, e["up_proj"])
     want = jnp.einsum("btei,eid,bte->btd", h, e["down_proj"], weights)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+def test_remat_layers_changes_nothing_but_memory(hf_tiny, moe):
+    """Per-layer rematerialisation (``remat_layers=True``): same tree, logits and gradients, one checkpoint per
+    decoder layer in the gradient."""
+    from tests.models.remat_checks import assert_remat_layers_changes_nothing_but_memory
+
+    _, path = hf_tiny(moe=moe)
+    config, params = load_hf(path)
+    mask = np.ones((2, 9), np.int32)
+    mask[1, :3] = 0
+    assert_remat_layers_changes_nothing_but_memory(Qwen3ForCausalLM, config, params, jnp.asarray(_ids(2, 9)),
+                                                   jnp.asarray(mask))

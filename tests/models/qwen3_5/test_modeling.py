@@ -98,3 +98,18 @@ def test_init_matches_checkpoint_tree_and_bf16_policy(hf35):
     assert logits.dtype == jnp.bfloat16
     ref = Qwen3_5ForCausalLM(config).apply({"params": params}, ids)
     assert_close(logits.astype(jnp.float32), ref, rtol=0.05)
+
+
+@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+def test_remat_layers_changes_nothing_but_memory(hf35, moe):
+    """Per-layer rematerialisation of the hybrid model (a Gated DeltaNet and a full-attention layer; left padding):
+    same tree, logits and gradients, one checkpoint per decoder layer in the gradient."""
+    from tests.models.remat_checks import assert_remat_layers_changes_nothing_but_memory
+
+    _, path = hf35(moe=moe)
+    config, params = load_hf(path)
+    assert set(config.layer_types) == {"linear_attention", "full_attention"}
+    mask = np.ones((2, 70), np.int32)   # 70 tokens: more than one delta-rule chunk
+    mask[1, :5] = 0
+    assert_remat_layers_changes_nothing_but_memory(Qwen3_5ForCausalLM, config, params, jnp.asarray(_ids(2, 70)),
+                                                   jnp.asarray(mask))
