@@ -16,10 +16,10 @@ through one random 16-feature probe.
 
 XLA:CPU runs the pass ``cse_barrier_expander``, which removes the optimisation barriers ``jax.checkpoint`` puts
 around a recomputation; common-subexpression elimination then merges the recomputation back into the forward
-and the CPU program keeps every intermediate again (GPU and TPU keep the barriers). So, on CPU, this script
-disables that pass (``XLA_FLAGS=--xla_disable_hlo_passes=cse_barrier_expander``, set before JAX starts) unless
-``--keep-cse``; the residuals do not depend on it. Last line: ``remat_memory: <model>/<loss>: temp
-none=A layers=B ratio=B/A ...`` (MiB; ratio = layers / none).
+and the CPU program keeps most intermediates again (GPU and TPU are expected to keep the barriers; not
+measured here). So, on CPU, this script disables that pass (``XLA_FLAGS=--xla_disable_hlo_passes=
+cse_barrier_expander``, set before JAX starts) unless ``--keep-cse``; the residuals do not depend on it.
+Last line: ``remat_memory: <model>/<loss>: temp none=A layers=B ratio=B/A ...`` (MiB; ratio = layers / none).
 """
 from __future__ import annotations
 
