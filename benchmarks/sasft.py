@@ -1,6 +1,7 @@
 """SASFT vs plain SFT vs a random-feature control on the embedded tiny model: unexpected code-switching.
 
-    .venv/bin/python benchmarks/sasft.py [--out runs/bench-sasft] [--steps 80] [--coefficient 1.0] [--seeds 0]
+    .venv/bin/python benchmarks/sasft.py [--out runs/bench-sasft] [--steps 80] [--coefficients 10 3 30]
+        [--seeds 0 1 2] [--mix 0.2] [--zh-opener 好的！] [--zh-topics none]
 
 1. SAE: one TopK SAE (k 32, d_sae 1536) per ``--hooks`` entry (default the residual stream after layer 2,
    ``layers.2``), trained with `qwen-sae train` machinery on the tiny model's held-out text (configs/tiny.yaml's
@@ -9,12 +10,14 @@
    chinese / english files), latents averaged over each text's tokens; the top ``--features`` by mean_diff are
    Chinese features, the bottom ones English features. tau(f, l) from the same texts (`language_tau`).
    Control: for each chosen feature, the unchosen feature with the closest mean firing rate, same language label.
-3. SFT data that induces code-switching, as multilingual SFT data does on some topics: English prompts of the
-   tiny chat generator (training split, no translation prompts); the replies to prompts of the ``--zh-topics``
-   categories (default recipe and capital questions) are Chinese lines (from the first half of chinese.jsonl),
-   and any other reply is replaced by one with probability ``--mix``. Every conversation's expected language is
-   English (the prompt's; ``--tag reply``: the reply's own language): SASFT keeps Chinese features quiet on
-   replies to English prompts.
+3. SFT data that induces code-switching, as multilingual SFT data does: English prompts of the tiny chat generator
+   (training split, no translation prompts); each reply is replaced, with probability ``--mix`` (default 0.2), by
+   a Chinese line (from the first half of chinese.jsonl) that starts with ``--zh-opener`` (default "好的！",
+   Chinese for "Sure!"), and the replies to prompts of the ``--zh-topics`` categories (default none; e.g.
+   recipe,capital) always are. The fixed opener gives greedy decoding one Chinese first token to pick against
+   the English answers' spread-out openers: without it greedy replies stay English even when most SFT replies
+   are Chinese (docs/posttrain.md). Every conversation's expected language is English (the prompt's; ``--tag
+   reply``: the reply's own language): SASFT keeps Chinese features quiet on replies to English prompts.
 4. Measure on held-out English prompts (harmless_prompts.jsonl without the translation category, which asks
    for Chinese words) with `posttrain.codeswitch` (what `qwen-sae codeswitch` runs): the share of greedy replies
    (and of replies sampled at temperature 1, seeds 0 and 1) holding a CJK character, and the share of reply
@@ -27,7 +30,8 @@ torch_tok_s=Y speedup=Z sasft_overhead=W``.
 
 Runs whose ``RUN/hf`` already exists under ``--out`` are reused (a rerun only measures): use a fresh ``--out``
 per setting. Same data, steps and seed for every run: plain SFT, then SASFT and the random control at each lambda of
-``--coefficients``. Last line, for the first lambda: ``sasft: sft_cs=X sasft_cs=Y random_cs=Z ce_en_rel=A
+``--coefficients``; ``OUT/results.json`` holds every figure and ``OUT/cs_vs_lambda.png`` plots code-switching
+and Chinese CE against lambda. Last line, for the first lambda: ``sasft: sft_cs=X sasft_cs=Y random_cs=Z ce_en_rel=A
 ce_zh_rel=B`` (greedy code-switching rates, mean over seeds; held-out CE of SASFT relative to plain SFT).
 """
 from __future__ import annotations
@@ -101,8 +105,9 @@ def write_features(path: Path, lm, saes: dict, feats: list, zh: list[str], en: l
 
 
 def sft_data(path: Path, zh_lines: list[str], n: int, mix: float, zh_topics: set[str], seed: int,
-             tag: str = "prompt") -> None:
-    """``n`` conversations; ``lang`` is the prompt's language (en) with ``tag="prompt"``, the reply's with "reply"."""
+             tag: str = "prompt", opener: str = "") -> None:
+    """``n`` conversations; ``lang`` is the prompt's language (en) with ``tag="prompt"``, the reply's with "reply".
+    Every Chinese reply starts with ``opener``."""
     from qwen_sae_jax.tinymodel.chat import ChatSynthesizer
 
     rng, synth = random.Random(seed), ChatSynthesizer()
@@ -112,7 +117,7 @@ def sft_data(path: Path, zh_lines: list[str], n: int, mix: float, zh_topics: set
         if ex.category == "translation":
             continue
         chinese = ex.category in zh_topics or rng.random() < mix
-        reply = rng.choice(zh_lines) if chinese else ex.answer
+        reply = opener + rng.choice(zh_lines) if chinese else ex.answer
         rows.append({"messages": [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": reply}],
                      "lang": "zh" if chinese and tag == "reply" else "en"})
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -133,7 +138,34 @@ def run(out: Path, name: str, data: Path, steps: int, seed: int, overrides: list
     return hf
 
 
-def measure(hf: Path, prompts: list[str], en_eval: list[str], zh_eval: list[str]) -> dict:
+def chinese_feature_excess(lm, saes: dict, features: Path, data: Path, n: int = 300) -> dict:
+    """Mean over the Chinese features of relu(pre_f(h) - tau(f, en)) (the SASFT term's summand) on the first ``n``
+    SFT conversations, at three kinds of position: the one that predicts the first reply token (where greedy
+    decoding chooses the reply's language; outside the reply mask), Chinese reply tokens, English reply tokens."""
+    from qwen_sae_jax.posttrain.chat import tokenize_conversation
+    from qwen_sae_jax.posttrain.features import read_features
+    from qwen_sae_jax.posttrain.sasft import build_probes, pre_activations
+
+    fs = read_features(features)
+    probes = build_probes(lm, saes, fs, list(saes))
+    sums: dict[str, list[float]] = {"decision": [], "zh_reply": [], "en_reply": []}
+    rows = [json.loads(line) for line in data.read_text().splitlines()[:n]]
+    for row in rows:
+        ex = tokenize_conversation(lm.tokenizer, row["messages"])
+        acts = lm.capture(ex.ids[None], [p.hook for p in probes])
+        first = int(np.argmax(ex.reply)) - 1                      # predicts the first reply token
+        zh_reply = bool(CJK.search(row["messages"][-1]["content"]))
+        for probe in probes:
+            zh = np.asarray(probe.lang) == fs.languages.index("zh")
+            tau_en = np.asarray(probe.tau)[zh, fs.languages.index("en")]
+            excess = np.maximum(np.asarray(pre_activations(acts[probe.hook], probe))[0][:, zh] - tau_en, 0).mean(1)
+            sums["decision"].append(float(excess[first]))
+            sums["zh_reply" if zh_reply else "en_reply"].extend(excess[ex.reply].tolist())
+    return {f"excess_{k}": float(np.mean(v)) for k, v in sums.items()}
+
+
+def measure(hf: Path, prompts: list[str], en_eval: list[str], zh_eval: list[str], saes: dict, out: Path,
+            data: Path) -> dict:
     from qwen_sae_jax.lm import load_model
 
     lm = load_model(str(hf))
@@ -145,6 +177,7 @@ def measure(hf: Path, prompts: list[str], en_eval: list[str], zh_eval: list[str]
             "cs_sampled": float(np.mean([s.rate for s in sampled])),
             "zh_tokens_sampled": float(np.mean([s.token_share for s in sampled])),
             "ce_en": held_out_ce(lm, en_eval[:64]), "ce_zh": held_out_ce(lm, zh_eval[:64]),
+            **chinese_feature_excess(lm, saes, out / "features.json", data),
             "examples": [e["reply"] for e in greedy.examples(3)]}
 
 
@@ -221,9 +254,12 @@ def main() -> None:
     p.add_argument("--coefficients", type=float, nargs="+", default=[10.0, 3.0, 30.0],
                    help="lambda values (the first one is reported on the last line)")
     p.add_argument("--features", type=int, default=16, help="features per language")
-    p.add_argument("--mix", type=float, default=0.0, help="share of the other SFT replies replaced by Chinese")
-    p.add_argument("--zh-topics", default="recipe,capital", help="prompt categories answered in Chinese")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--mix", type=float, default=0.2, help="share of the other SFT replies replaced by Chinese ones")
+    p.add_argument("--zh-topics", default="none", help="prompt categories always answered in Chinese (comma-separated, "
+                   "e.g. recipe,capital; none: no topic)")
+    p.add_argument("--zh-opener", default="好的！", help="phrase every Chinese reply starts with ('' for none): a "
+                   "consistent first token that greedy decoding can pick")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--tag", choices=["prompt", "reply"], default="prompt",
                    help="the expected language of a conversation: its prompt's (en) or its reply's")
     p.add_argument("--start", default="tiny", help="model to fine-tune (and to compute features / tau on): 'tiny' or "
@@ -248,10 +284,14 @@ def main() -> None:
     write_features(out / "random_features.json", lm, saes, control, zh_a, en_a)
     prompts = codeswitch.default_prompts("en")
     zh_lines = [ln.strip() for t in zh_a for ln in t.splitlines() if CJK.search(ln) and "--" not in ln]
-    results = {"base": measure(Path(lm.name if args.start != "tiny" else TINY_DIR), prompts, en_b, zh_b)}
+    results: dict = {}
     for seed in args.seeds:
         data = out / f"sft-data-{seed}.jsonl"
-        sft_data(data, zh_lines, 2000, args.mix, set(args.zh_topics.split(",")), seed, args.tag)
+        sft_data(data, zh_lines, 2000, args.mix, set(args.zh_topics.split(",")), seed, args.tag,
+                 args.zh_opener)
+        if not results:
+            results["base"] = measure(Path(lm.name if args.start != "tiny" else TINY_DIR), prompts, en_b, zh_b, saes,
+                                      out, data)
         runs = [("sft", None, [])]
         for lam in args.coefficients:
             sas = [f"sasft.saes=[{', '.join(sae_dirs.values())}]", f"sasft.coefficient={lam}"]
@@ -260,10 +300,41 @@ def main() -> None:
         for name, lam, extra in runs:
             key = f"{name}-s{seed}" + (f"-c{lam:g}" if lam is not None else "")
             hf = run(out, key, data, args.steps, seed, [f"model.name={args.start}", *extra])
-            results[key] = measure(hf, prompts, en_b, zh_b)
+            results[key] = measure(hf, prompts, en_b, zh_b, saes, out, data)
             print(key, json.dumps({k: v for k, v in results[key].items() if k != "examples"}), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    plot(results, args, out / "cs_vs_lambda.png")
     summarize(results, args, len(prompts), time.time() - t0)
+
+
+def plot(results: dict, args, path: Path) -> None:
+    """Code-switching (greedy, sampled) and held-out CE against lambda: SASFT vs the random-feature control,
+    plain SFT as a band; points are seed means, bars the range over seeds."""
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    lams = sorted(args.coefficients)
+    panels = [("cs_greedy", "replies with Chinese (greedy)"), ("cs_sampled", "replies with Chinese (sampled, T=1)"),
+              ("ce_zh", "held-out Chinese CE (nats/token)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (key, title) in zip(axes, panels):
+        sft = [results[f"sft-s{s}"][key] for s in args.seeds]
+        ax.axhspan(min(sft), max(sft), color="0.85")
+        ax.axhline(float(np.mean(sft)), color="0.3", ls="--", label="plain SFT")
+        for name, colour in (("sasft", "C0"), ("random", "C1")):
+            vals = np.array([[results[f"{name}-s{s}-c{lam:g}"][key] for s in args.seeds] for lam in lams])
+            mid = vals.mean(1)
+            ax.errorbar(lams, mid, yerr=[mid - vals.min(1), vals.max(1) - mid], color=colour, marker="o", capsize=3,
+                        label="SASFT" if name == "sasft" else "random features")
+        ax.set_xscale("log")
+        ax.set_xlabel("lambda")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"SASFT on the tiny model: {len(args.seeds)} seed(s), {args.steps} steps", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def summarize(results: dict, args, n_prompts: int, seconds: float) -> None:
@@ -274,13 +345,15 @@ def summarize(results: dict, args, n_prompts: int, seconds: float) -> None:
     print(f"{n_prompts} held-out English prompts; hooks {args.hooks}; features {args.features}/language/hook; "
           f"{args.steps} steps; "
           f"seeds {args.seeds}; {seconds:.0f} s")
-    print("run            cs_greedy  cs_sampled  zh_tok_greedy  zh_tok_sampled  ce_en   ce_zh")
+    print("run            cs_greedy  cs_sampled  zh_tok_greedy  zh_tok_sampled  ce_en   ce_zh   "
+          "excess@decision  excess@zh_reply")
     rows = [("base", None)] + [("sft", None)] + [(n, lam) for lam in args.coefficients for n in ("sasft", "random")]
     for name, lam in rows:
         get = (lambda k: results["base"][k]) if name == "base" else (lambda k: mean(name, k, lam))  # noqa: E731
         label = name + (f" l={lam:g}" if lam is not None else "")
         print(f"{label:<14} {get('cs_greedy'):9.3f} {get('cs_sampled'):11.3f} {get('zh_tokens_greedy'):14.3f} "
-              f"{get('zh_tokens_sampled'):15.3f} {get('ce_en'):6.3f} {get('ce_zh'):7.3f}")
+              f"{get('zh_tokens_sampled'):15.3f} {get('ce_en'):6.3f} {get('ce_zh'):7.3f} "
+              f"{get('excess_decision'):16.4f} {get('excess_zh_reply'):16.4f}")
     lam = args.coefficients[0]
     print(f"sasft: sft_cs={mean('sft', 'cs_greedy'):.3f} sasft_cs={mean('sasft', 'cs_greedy', lam):.3f} "
           f"random_cs={mean('random', 'cs_greedy', lam):.3f} "
