@@ -124,12 +124,7 @@ def test_quality_json_records_the_bars(model_dir):
     assert all(report["config"][k] == config[k] for k in ("model_type", "num_hidden_layers", "hidden_size"))
 
 
-@pytest.mark.parametrize("model", [
-    "tiny",
-    pytest.param("tiny-qwen3.5", marks=pytest.mark.xfail(strict=True, reason=(
-        "measured 83.3% harmful / 10.0% harmless refused after 700 pre-training + 700 instruction-tuning steps "
-        "(docs/tiny_model.md); remove this mark when a rebuild meets the bars"))),
-])
+@pytest.mark.parametrize("model", ["tiny", "tiny-qwen3.5"])
 def test_recorded_refusal_rates_meet_the_bars(model):
     s = json.loads((Path(EMBEDDED_MODELS[model]) / "quality.json").read_text())["summary"]
     assert s["harmful_refusal_rate"] >= HARMFUL_BAR and s["harmless_refusal_rate"] <= HARMLESS_BAR, s
