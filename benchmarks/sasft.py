@@ -308,26 +308,32 @@ def main() -> None:
 
 
 def plot(results: dict, args, path: Path) -> None:
-    """Code-switching (greedy, sampled) and held-out CE against lambda: SASFT vs the random-feature control,
-    plain SFT as a band; points are seed means, bars the range over seeds."""
+    """Code-switching (greedy, sampled), held-out Chinese CE and the Chinese features' excess on Chinese reply
+    tokens against lambda: SASFT vs the random-feature control, plain SFT as a line and band; points are seed
+    means, bars the range over seeds."""
     import matplotlib
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     lams = sorted(args.coefficients)
     panels = [("cs_greedy", "replies with Chinese (greedy)"), ("cs_sampled", "replies with Chinese (sampled, T=1)"),
-              ("ce_zh", "held-out Chinese CE (nats/token)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+              ("ce_zh", "held-out Chinese CE (nats/token)"),
+              ("excess_zh_reply", "Chinese-feature excess on Chinese replies")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4))
     for ax, (key, title) in zip(axes, panels):
         sft = [results[f"sft-s{s}"][key] for s in args.seeds]
         ax.axhspan(min(sft), max(sft), color="0.85")
         ax.axhline(float(np.mean(sft)), color="0.3", ls="--", label="plain SFT")
-        for name, colour in (("sasft", "C0"), ("random", "C1")):
+        for name, colour, shift in (("sasft", "C0", 0.96), ("random", "C1", 1.04)):
             vals = np.array([[results[f"{name}-s{s}-c{lam:g}"][key] for s in args.seeds] for lam in lams])
             mid = vals.mean(1)
-            ax.errorbar(lams, mid, yerr=[mid - vals.min(1), vals.max(1) - mid], color=colour, marker="o", capsize=3,
-                        label="SASFT" if name == "sasft" else "random features")
+            ax.errorbar([lam * shift for lam in lams], mid, yerr=[mid - vals.min(1), vals.max(1) - mid],
+                        color=colour, marker="o", capsize=3, label="SASFT" if name == "sasft" else "random features")
         ax.set_xscale("log")
+        ax.set_xticks(lams, [f"{lam:g}" for lam in lams])
+        ax.minorticks_off()
+        if key.startswith("excess"):
+            ax.set_yscale("log")
         ax.set_xlabel("lambda")
         ax.set_title(title, fontsize=10)
     axes[0].legend(fontsize=8)
