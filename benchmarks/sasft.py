@@ -161,7 +161,7 @@ def chinese_feature_excess(lm, saes: dict, features: Path, data: Path, n: int = 
             excess = np.maximum(np.asarray(pre_activations(acts[probe.hook], probe))[0][:, zh] - tau_en, 0).mean(1)
             sums["decision"].append(float(excess[first]))
             sums["zh_reply" if zh_reply else "en_reply"].extend(excess[ex.reply].tolist())
-    return {f"excess_{k}": float(np.mean(v)) for k, v in sums.items()}
+    return {f"excess_{k}": float(np.mean(v)) if v else float("nan") for k, v in sums.items()}   # nan: no such rows
 
 
 def measure(hf: Path, prompts: list[str], en_eval: list[str], zh_eval: list[str], saes: dict, out: Path,
@@ -322,6 +322,10 @@ def plot(results: dict, args, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4))
     for ax, (key, title) in zip(axes, panels):
         sft = [results[f"sft-s{s}"][key] for s in args.seeds]
+        ax.set_title(title, fontsize=10)
+        if np.isnan(sft).all():                   # e.g. the excess on Chinese replies of data without any
+            ax.text(0.5, 0.5, "no such tokens", ha="center", transform=ax.transAxes)
+            continue
         ax.axhspan(min(sft), max(sft), color="0.85")
         ax.axhline(float(np.mean(sft)), color="0.3", ls="--", label="plain SFT")
         for name, colour, shift in (("sasft", "C0", 0.96), ("random", "C1", 1.04)):
@@ -335,7 +339,6 @@ def plot(results: dict, args, path: Path) -> None:
         if key.startswith("excess"):
             ax.set_yscale("log")
         ax.set_xlabel("lambda")
-        ax.set_title(title, fontsize=10)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"SASFT on the tiny model: {len(args.seeds)} seed(s), {args.steps} steps", fontsize=10)
     fig.tight_layout()
