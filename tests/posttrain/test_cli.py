@@ -149,6 +149,27 @@ def test_sasft_run_logs_its_term(tiny_model, chat_file, sae_dir, tau_files, tmp_
             scalars[("sasft", r["step"])] == pytest.approx(r["sasft"])
 
 
+def test_sasft_run_with_per_layer_remat_logs_the_same_terms(tiny_model, chat_file, sae_dir, tau_files, tmp_path):
+    """`train.remat=layers` through the CLI: the SASFT term reads activations captured inside checkpointed
+    layers, and every step's loss terms equal those of the run without remat."""
+    from tests.posttrain.conftest import feature_rows
+    features = tmp_path / "features.json"
+    features.write_text(json.dumps(feature_rows(tau=False)))
+    records = {}
+    for remat in ("none", "layers"):
+        cfg = write_config(tmp_path, tiny_model, chat_file, remat, train={"steps": 3, "batch_size": 4, "remat": remat},
+                           export={"hf": False}, checkpoint={"every": 0},
+                           sasft={"features": str(features), "saes": [sae_dir], "coefficient": 0.5,
+                                  "tau_files": tau_files})
+        assert main(["sft", str(cfg)]) == 0
+        records[remat] = [json.loads(line) for line in (tmp_path / remat / "metrics.jsonl").read_text().splitlines()]
+    assert len(records["layers"]) == len(records["none"]) == 3
+    for a, b in zip(records["none"], records["layers"]):
+        assert b["sasft"] > 0
+        for key in ("loss", "ce", "sasft", "grad_norm"):
+            np.testing.assert_allclose(b[key], a[key], rtol=1e-5, err_msg=key)
+
+
 @pytest.mark.parametrize("override, match", [
     ("sasft.coefficient=-1", r"sasft.coefficient \(lambda\) must be >= 0"),
     ("sasft.features=f.json", "sasft.saes is empty"),
