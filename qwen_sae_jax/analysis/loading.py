@@ -24,15 +24,28 @@ def run_config(path: str | Path):
     return load_config(TrainConfig, path / "config.yaml")
 
 
+def _hook_and_alias(hook_name: str) -> tuple[str, ...]:
+    """A hook name and its SAELens-style alias (``layers.0.linear_attn`` -> ``blocks.0.hook_attn_out``); only the
+    name when it is neither form."""
+    from qwen_sae_jax.hooks import alias_of
+
+    try:
+        return hook_name, alias_of(hook_name)
+    except UserError:
+        return (hook_name,)
+
+
 def select_saes(saes: dict, patterns: Sequence[str] | None) -> dict:
-    """The SAEs whose name, or canonical hook name, matches one of the glob ``patterns`` (all when None).
-    A pattern that matches nothing is a UserError naming the SAEs and hooks there are."""
+    """The SAEs whose name, canonical hook name or its SAELens-style alias (``blocks.N.hook_resid_post``, ...)
+    matches one of the glob ``patterns`` (all when None). A pattern that matches nothing is a UserError naming the
+    SAEs and hooks there are."""
     if not patterns:
         return dict(saes)
     chosen, bad = {}, []
     for pattern in patterns:
         hits = [n for n, s in saes.items()
-                if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(s.cfg.hook_name, pattern)]
+                if fnmatch.fnmatchcase(n, pattern)
+                or any(fnmatch.fnmatchcase(h, pattern) for h in _hook_and_alias(s.cfg.hook_name))]
         if not hits:
             valid = list(saes) + [s.cfg.hook_name for s in saes.values()]
             bad.append(f"{pattern!r}{did_you_mean(pattern, valid)}")

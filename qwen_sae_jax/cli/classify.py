@@ -14,7 +14,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     """Options shared with `qwen-sae redundancy`: the SAE, the model, how texts are read and judged."""
     parser.add_argument("--sae", required=True, help="an SAE folder / file, or a run directory / collection "
                         "(then choose one with --hook)")
-    parser.add_argument("--hook", help="which SAE of a collection: its name or hook name (globs allowed)")
+    parser.add_argument("--hook", help="which SAE of a collection: its name, hook name or SAELens-style alias "
+                        "(blocks.N.hook_resid_post, ...; globs allowed)")
     parser.add_argument("--model", help="model override ('tiny', HF directory, hub id); default: the SAE's")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="model compute dtype")
     parser.add_argument("--text-column", default="text", help="JSON/parquet column holding the text")

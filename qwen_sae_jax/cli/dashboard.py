@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "SAE folder / file / collection that load_sae reads")
     parser.add_argument("--out", required=True, help="output folder (a previous dashboard there is replaced)")
     parser.add_argument("--saes", nargs="+", metavar="PATTERN",
-                        help="only these SAEs: names or hook names, globs allowed (e.g. 'layers.1*' layers.2.mlp)")
+                        help="only these SAEs: names, hook names or SAELens-style aliases, globs allowed (e.g. "
+                             "'layers.1*' layers.2.mlp blocks.3.hook_attn_out)")
     parser.add_argument("--files", nargs="+", metavar="FILE",
                         help="corpus files (.jsonl/.json/.parquet/plain text; 'tiny:heldout/*.jsonl'). Default: "
                              "the run's training data (config.yaml data.files / data.dataset)")
