@@ -138,7 +138,8 @@ def run(out: Path, name: str, data: Path, steps: int, seed: int, overrides: list
     return hf
 
 
-def chinese_feature_excess(lm, saes: dict, features: Path, data: Path, n: int = 300) -> dict:
+def chinese_feature_excess(lm, saes: dict, features: Path, data: Path, n: int = 300,
+                           batch_size: int = 50) -> dict:
     """Mean over the Chinese features of relu(pre_f(h) - tau(f, en)) (the SASFT term's summand) on the first ``n``
     SFT conversations, at three kinds of position: the one that predicts the first reply token (where greedy
     decoding chooses the reply's language; outside the reply mask), Chinese reply tokens, English reply tokens."""
@@ -148,19 +149,27 @@ def chinese_feature_excess(lm, saes: dict, features: Path, data: Path, n: int = 
 
     fs = read_features(features)
     probes = build_probes(lm, saes, fs, list(saes))
-    sums: dict[str, list[float]] = {"decision": [], "zh_reply": [], "en_reply": []}
+    zh_of = {p.hook: np.asarray(p.lang) == fs.languages.index("zh") for p in probes}          # [F] Chinese features
+    tau_en = {p.hook: np.asarray(p.tau)[zh_of[p.hook], fs.languages.index("en")] for p in probes}
     rows = [json.loads(line) for line in data.read_text().splitlines()[:n]]
-    for row in rows:
-        ex = tokenize_conversation(lm.tokenizer, row["messages"])
-        acts = lm.capture(ex.ids[None], [p.hook for p in probes])
-        first = int(np.argmax(ex.reply)) - 1                      # predicts the first reply token
-        zh_reply = bool(CJK.search(row["messages"][-1]["content"]))
+    examples = [tokenize_conversation(lm.tokenizer, row["messages"]) for row in rows]
+    T = max(len(ex.ids) for ex in examples)
+    ids = np.full((len(rows), T), lm.pad_token_id, np.int32)                              # right-padded: the
+    mask = np.zeros((len(rows), T), np.int32)                                             # causal model's real
+    for i, ex in enumerate(examples):                                                     # positions are as alone
+        ids[i, :len(ex.ids)], mask[i, :len(ex.ids)] = ex.ids, 1
+    sums: dict[str, list[float]] = {"decision": [], "zh_reply": [], "en_reply": []}
+    for lo in range(0, len(rows), batch_size):
+        acts = lm.capture(ids[lo:lo + batch_size], [p.hook for p in probes], attention_mask=mask[lo:lo + batch_size])
         for probe in probes:
-            zh = np.asarray(probe.lang) == fs.languages.index("zh")
-            tau_en = np.asarray(probe.tau)[zh, fs.languages.index("en")]
-            excess = np.maximum(np.asarray(pre_activations(acts[probe.hook], probe))[0][:, zh] - tau_en, 0).mean(1)
-            sums["decision"].append(float(excess[first]))
-            sums["zh_reply" if zh_reply else "en_reply"].extend(excess[ex.reply].tolist())
+            pre = np.asarray(pre_activations(acts[probe.hook], probe))[:, :, zh_of[probe.hook]]  # [b, T, F_zh]
+            excess = np.maximum(pre - tau_en[probe.hook], 0).mean(-1)                         # [b, T]
+            for row, ex, e in zip(rows[lo:lo + batch_size], examples[lo:lo + batch_size], excess):
+                reply = np.zeros(T, bool)
+                reply[:len(ex.reply)] = ex.reply
+                sums["decision"].append(float(e[int(np.argmax(reply)) - 1]))         # predicts the first reply token
+                zh_reply = bool(CJK.search(row["messages"][-1]["content"]))
+                sums["zh_reply" if zh_reply else "en_reply"].extend(e[reply].tolist())
     return {f"excess_{k}": float(np.mean(v)) if v else float("nan") for k, v in sums.items()}   # nan: no such rows
 
 
