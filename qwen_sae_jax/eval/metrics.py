@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qwen_sae_jax.cross_entropy import token_nll
+
 LOG_DENSITY_EPS = 1e-10
 
 
@@ -155,9 +157,7 @@ class ActivationStats:
 def next_token_ce(logits: jax.Array, input_ids: jax.Array) -> jax.Array:
     """Per-position next-token cross-entropy: logits [B, T, V], input_ids [B, T] -> [B, T-1] (float32);
     entry t is the loss of predicting token t+1 from the prefix up to t."""
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)      # [B, T-1, V]
-    target = input_ids[:, 1:]
-    return -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+    return token_nll(logits[:, :-1], input_ids[:, 1:])
 
 
 def kl_divergence(clean_logits: jax.Array, new_logits: jax.Array) -> jax.Array:

@@ -34,6 +34,8 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from qwen_sae_jax.cross_entropy import token_nll
+
 
 @flax.struct.dataclass
 class RLBatch:
@@ -63,8 +65,7 @@ def group_advantages(rewards: jax.Array, group_size: int, eps: float) -> jax.Arr
 def response_logprobs(logits: jax.Array, ids: jax.Array, prompt_len: int) -> jax.Array:
     """``logp [B, N]`` of the response tokens ``ids[:, P:]`` from ``logits [B, P + N, V]`` (position t predicts
     token t + 1), in float32."""
-    logp = jax.nn.log_softmax(logits[:, prompt_len - 1:-1].astype(jnp.float32), axis=-1)     # [B, N, V]
-    return jnp.take_along_axis(logp, ids[:, prompt_len:, None], axis=-1)[..., 0]
+    return -token_nll(logits[:, prompt_len - 1:-1], ids[:, prompt_len:])                    # [B, N]
 
 
 def k3_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:

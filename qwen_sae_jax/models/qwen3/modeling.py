@@ -18,7 +18,8 @@ The module tree mirrors HF so that checkpoint keys and hook names line up::
         norm                            RMSNorm
       lm_head                           Dense kernel [D, V] (absent when tie_word_embeddings)
 
-Dense kernels are stored ``[in, out]`` (the transpose of torch's ``nn.Linear.weight``).
+Dense kernels are stored ``[in, out]`` (the transpose of torch's ``nn.Linear.weight``); every ``Dense`` and the
+tied LM head multiply their input as a ``[B*T, D]`` matrix (`as_matrix`).
 Shapes in comments: B batch, T query length, S key length (T, or the cache length when decoding),
 D hidden, H query heads, K key/value heads, G = H // K, hd head_dim, V vocab, E experts.
 
@@ -33,7 +34,7 @@ then covers the whole cache ``[B, S]``.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,21 @@ Dtype = Any
 
 def _dense_init(config: Qwen3Config):
     return nn.initializers.normal(stddev=config.initializer_range)
+
+
+def as_matrix(fn: Callable, x):
+    """``fn`` applied to ``x [..., D]`` seen as a matrix ``[prod(...), D]``, its output ``[prod(...), F]`` given
+    back the leading dims ``[..., F]``. The same values; under differentiation the weight gradient of a matmul in
+    ``fn`` is one 2-D matmul (XLA:CPU runs one over ``[B, T, D]``, which contracts two dims, about 2x slower)."""
+    y = fn(x.reshape(-1, x.shape[-1]))
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+class Dense(nn.Dense):
+    """`nn.Dense` (same parameters, same values) that multiplies its input as a matrix (`as_matrix`)."""
+
+    def __call__(self, inputs):
+        return as_matrix(super().__call__, inputs)
 
 
 class RMSNorm(nn.Module):
@@ -92,7 +108,7 @@ class Qwen3Attention(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     def _proj(self, features: int, name: str):
-        return nn.Dense(features, use_bias=self.config.attention_bias, dtype=self.dtype,
+        return Dense(features, use_bias=self.config.attention_bias, dtype=self.dtype,
                         param_dtype=self.param_dtype, kernel_init=_dense_init(self.config), name=name)
 
     def _norm(self, name: str):
@@ -114,7 +130,7 @@ class Qwen3Attention(nn.Module):
         if cache_index is not None:
             k, v = update_kv_cache(self, k, v, cache_index)
         out = grouped_attention(q, k, v, mask_bias, self.dtype)  # [B, T, H*hd]
-        return nn.Dense(c.hidden_size, use_bias=c.attention_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+        return Dense(c.hidden_size, use_bias=c.attention_bias, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=_dense_init(c), name="o_proj")(out)
 
 
@@ -159,7 +175,7 @@ class Qwen3MLP(nn.Module):
         c = self.config
 
         def dense(features, name):
-            return nn.Dense(features, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+            return Dense(features, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                             kernel_init=_dense_init(c), name=name)
 
         gate = dense(self.intermediate_size, "gate_proj")(x)  # [B, T, I]
@@ -223,7 +239,7 @@ def routed_experts(module: nn.Module, config, x, *, normalize: bool):
     (kernel ``[D, E]``), float32 softmax, top-k (renormalised to sum 1 if ``normalize``), then the ``experts``
     weighted by those probabilities. ``x [N, D] -> [N, D]``; ``config`` has the MoE fields of Qwen3Config."""
     kw = dict(dtype=module.dtype, param_dtype=module.param_dtype)
-    router = nn.Dense(config.num_experts, use_bias=False, kernel_init=_dense_init(config), name="gate", **kw)
+    router = Dense(config.num_experts, use_bias=False, kernel_init=_dense_init(config), name="gate", **kw)
     router_logits = router(x)  # [N, E]
     probs = jax.nn.softmax(router_logits.astype(jnp.float32), axis=-1)
     top_p, top_i = jax.lax.top_k(probs, config.num_experts_per_tok)  # [N, k]
@@ -344,7 +360,7 @@ class Qwen3Model(nn.Module):
 
     def attend(self, hidden_states):
         """Tied LM head: ``hidden_states @ embed_tokens.embedding.T``."""
-        return self.embed_tokens.attend(hidden_states)
+        return as_matrix(self.embed_tokens.attend, hidden_states)
 
 
 class Qwen3ForCausalLM(nn.Module):
@@ -368,7 +384,7 @@ class Qwen3ForCausalLM(nn.Module):
         c = self.config
         self.model = Qwen3Model(c, dtype=self.dtype, param_dtype=self.param_dtype, remat_layers=self.remat_layers)
         if not c.tie_word_embeddings:
-            self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+            self.lm_head = Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                                     kernel_init=_dense_init(c))
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, *, num_layers=None, cache_index=None):

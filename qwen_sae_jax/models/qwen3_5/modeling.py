@@ -55,6 +55,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from qwen_sae_jax.models.qwen3.modeling import (
+    Dense,
     Qwen3ForCausalLM,
     Qwen3MLP,
     Qwen3Model,
@@ -77,9 +78,9 @@ def _dense_init(config: Qwen3_5Config):
     return nn.initializers.normal(stddev=config.initializer_range)
 
 
-def _proj(module: nn.Module, features: int, name: str) -> nn.Dense:
+def _proj(module: nn.Module, features: int, name: str) -> Dense:
     """A bias-free projection of ``module`` (Qwen3.5 has no biases), built inside its compact ``__call__``."""
-    return nn.Dense(features, use_bias=False, dtype=module.dtype, param_dtype=module.param_dtype,
+    return Dense(features, use_bias=False, dtype=module.dtype, param_dtype=module.param_dtype,
                     kernel_init=_dense_init(module.config), name=name)
 
 
@@ -252,7 +253,7 @@ class Qwen3_5MoeBlock(nn.Module):
         flat = x.reshape(B * T, D)
         routed = routed_experts(self, c, flat, normalize=True)  # [N, D]
         shared = Qwen3MLP(c, c.shared_expert_intermediate_size, name="shared_expert", **kw)(flat)
-        shared_gate = nn.Dense(1, use_bias=False, kernel_init=_dense_init(c), name="shared_expert_gate", **kw)(flat)
+        shared_gate = Dense(1, use_bias=False, kernel_init=_dense_init(c), name="shared_expert_gate", **kw)(flat)
         return (routed + jax.nn.sigmoid(shared_gate) * shared).reshape(B, T, D)
 
 
@@ -315,7 +316,7 @@ class Qwen3_5ForCausalLM(Qwen3ForCausalLM):
         c = self.config
         self.model = Qwen3_5Model(c, dtype=self.dtype, param_dtype=self.param_dtype, remat_layers=self.remat_layers)
         if not c.tie_word_embeddings:
-            self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+            self.lm_head = Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                                     kernel_init=_dense_init(c))
 
     def init_cache(self, batch_size: int, max_length: int, dtype=jnp.float32):

@@ -169,3 +169,12 @@ def test_remat_layers_changes_nothing_but_memory(hf_tiny, moe):
     mask[1, :3] = 0
     assert_remat_layers_changes_nothing_but_memory(Qwen3ForCausalLM, config, params, jnp.asarray(_ids(2, 9)),
                                                    jnp.asarray(mask))
+
+
+@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+def test_weight_gradients_are_matrix_products(hf_tiny, moe):
+    from tests.models.matmul_checks import assert_weight_gradients_are_matrix_products
+
+    _, path = hf_tiny(moe=moe, tie_word_embeddings=True)
+    config, params = load_hf(path)
+    assert_weight_gradients_are_matrix_products(Qwen3ForCausalLM, config, params, jnp.asarray(_ids(2, 9)))

@@ -113,3 +113,12 @@ def test_remat_layers_changes_nothing_but_memory(hf35, moe):
     mask[1, :5] = 0
     assert_remat_layers_changes_nothing_but_memory(Qwen3_5ForCausalLM, config, params, jnp.asarray(_ids(2, 70)),
                                                    jnp.asarray(mask))
+
+
+@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+def test_weight_gradients_are_matrix_products(hf35, moe):
+    from tests.models.matmul_checks import assert_weight_gradients_are_matrix_products
+
+    _, path = hf35(moe=moe, tie_word_embeddings=True)
+    config, params = load_hf(path)
+    assert_weight_gradients_are_matrix_products(Qwen3_5ForCausalLM, config, params, jnp.asarray(_ids(2, 9)))
