@@ -168,7 +168,8 @@ def render_card(report: dict, train: dict | None, corpus_stats: dict | None, see
                         f"--sft-loss {loss}")
         else:
             rebuild += " --sft-steps 0"
-        lines += [f"Rebuild exactly: `{rebuild}` (same machine type and library versions).", ""]
+        lines += [f"Rebuild exactly: `{rebuild}` (same machine type, library versions and `qwen_sae_jax` code: a "
+                  "change to the model's arithmetic changes the rounding, and so the trained weights).", ""]
     lines += [
         "## Quality (measured by `qwen_sae_jax/tinymodel/quality.py`)",
         "",
