@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _tiny_runs import held_out_ce, train_saes
+from _tiny_runs import held_out_ce, interleaved_medians, torch_sft_step, train_saes
 
 from qwen_sae_jax.config import load_config
 from qwen_sae_jax.lm import TINY_DIR
@@ -190,24 +190,10 @@ def measure(hf: Path, prompts: list[str], en_eval: list[str], zh_eval: list[str]
             "examples": [e["reply"] for e in greedy.examples(3)]}
 
 
-def _interleaved_medians(fns: dict, repeats: int = 7) -> dict:
-    """Median seconds per call of each function, timed in alternating rounds (a busy machine slows all alike)."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(v)) for name, v in times.items()}
-
-
 def perf(B: int = 16, T: int = 128) -> None:
     """Tokens/s of our SFT step vs transformers + torch AdamW, and SASFT's overhead (module docstring)."""
     import jax
     import torch
-    import transformers
 
     from qwen_sae_jax.lm import load_model
     from qwen_sae_jax.posttrain.config import SFTOptimConfig
@@ -236,18 +222,8 @@ def perf(B: int = 16, T: int = 128) -> None:
             state["p"], state["o"], m = step(state["p"], state["o"], batch, probes)
             jax.block_until_ready(m["loss"])
         fns[name] = one
-    model = transformers.AutoModelForCausalLM.from_pretrained(TINY_DIR, torch_dtype=torch.float32)
-    torch_opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    x = torch.tensor(ids, dtype=torch.long)
-
-    def torch_step():
-        out = model(input_ids=x, labels=x)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        torch_opt.step()
-        torch_opt.zero_grad()
-    fns["torch"] = torch_step
-    timings = _interleaved_medians(fns)
+    fns["torch"] = torch_sft_step(TINY_DIR, ids)
+    timings = interleaved_medians(fns)
     tok = B * T
     print(f"tiny model, batch {B} x {T}, float32, {torch.get_num_threads()} torch threads: "
           f"ours {timings['sft'] * 1e3:.0f} ms/step, torch {timings['torch'] * 1e3:.0f} ms/step, "

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
 
 import numpy as np
+from _tiny_runs import interleaved_medians, torch_sft_step
 
 VARIANTS = ("before", "no-matrix", "log-softmax-ce", "attention-heads", "attention-rows", "softmax-by-hand",
             "rmsnorm-vjp", "silu-vjp", "fast-math", "ynn-dots-only")
@@ -155,50 +155,20 @@ def compiled_steps(model: str, names: list[str], B: int, T: int):
     return steps, losses, ids
 
 
-def torch_step(model: str, ids: np.ndarray):
-    """A plain transformers + torch AdamW step (clipping 1.0) on the same model and batch."""
-    import torch
-    import transformers
-
-    from qwen_sae_jax.lm import TINY_DIR
-    hf = transformers.AutoModelForCausalLM.from_pretrained(TINY_DIR if model == "tiny" else model,
-                                                           dtype=torch.float32)
-    opt = torch.optim.AdamW(hf.parameters(), lr=1e-5)
-    x = torch.tensor(ids, dtype=torch.long)
-
-    def one():
-        out = hf(input_ids=x, labels=x)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad()
-    one()
-    return one
-
-
-def interleaved_medians(fns: dict, rounds: int) -> dict:
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(v)) for name, v in times.items()}
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                    help="variants to time against the committed step (default: all)")
     p.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds (the median is reported)")
     p.add_argument("--model", default="tiny", help="'tiny' or an HF folder of a Qwen3 model")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--length", type=int, default=128)
+    p.add_argument("--batch", type=int, default=16, help="rows per step (configs/sft-tiny.yaml: 16)")
+    p.add_argument("--length", type=int, default=128, help="tokens per row (configs/sft-tiny.yaml: 128)")
     args = p.parse_args()
     steps, losses, ids = compiled_steps(args.model, args.variants, args.batch, args.length)
     for name, values in losses.items():
         print(f"{name:16s} first losses {' '.join(f'{v:.6f}' for v in values)}")
-    fns = {**steps, "torch": torch_step(args.model, ids)}
+    from qwen_sae_jax.lm import TINY_DIR
+    fns = {**steps, "torch": torch_sft_step(TINY_DIR if args.model == "tiny" else args.model, ids)}
     med = interleaved_medians(fns, args.rounds)
     base = med["committed"]
     print(f"batch {args.batch} x {args.length}, float32, medians of {args.rounds} interleaved rounds")

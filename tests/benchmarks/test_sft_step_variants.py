@@ -2,6 +2,7 @@
 and gradients), so the benchmark times equal work."""
 import importlib.util
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,14 +12,18 @@ import pytest
 from qwen_sae_jax.models.qwen3 import modeling
 from qwen_sae_jax.posttrain import step
 
-BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "sft_step_variants.py"
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def swaps():
-    spec = importlib.util.spec_from_file_location("sft_step_variants", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(BENCH))          # the script imports its sibling _tiny_runs
+    try:
+        spec = importlib.util.spec_from_file_location("sft_step_variants", BENCH / "sft_step_variants.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
     return module._formulations()
 
 
