@@ -4,8 +4,8 @@
 ``-take_along_axis(log_softmax(logits), targets)`` (to float rounding). Its gradient is written out,
 ``(softmax(logits) - onehot(targets)) * g``, one elementwise pass over ``[..., V]`` that XLA fuses, where autodiff
 of ``log_softmax`` + ``take_along_axis`` materialises a zero ``[..., V]`` array, scatters into it and makes
-several passes (on the 2-core CPU this took the SFT step of the tiny model from 0.89x to 1.3-1.5x of
-transformers + torch, with `models.qwen3.modeling.as_matrix`; docs/posttrain.md, "Step speed").
+several passes (with `models.qwen3.modeling.as_matrix`, this took the SFT step of the tiny model on the 2-core CPU
+from 0.97x to 1.39-1.42x of transformers + torch; docs/posttrain.md, "Step speed").
 """
 from __future__ import annotations
 
