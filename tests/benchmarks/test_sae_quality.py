@@ -1,22 +1,15 @@
 """benchmarks/sae_quality.py: the matched-L0 search on a known curve, and the whole script at --dry-run
 budgets (every implementation trains, the table and the machine-readable last line come out)."""
-import importlib.util
 import math
-import pathlib
-import sys
 
 import pytest
 
-PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "sae_quality.py"
+from tests.benchmarks.loader import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("sae_quality", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("sae_quality")
 
 
 def test_matched_l0_search_finds_the_coefficient_and_interpolates_log_log(bench):

@@ -1,28 +1,19 @@
 """benchmarks/sasft.py: the SFT data of the code-switching recipes (share of Chinese replies, the opener, the
 topic rule, the language tag)."""
-import importlib.util
 import json
-import pathlib
 import re
-import sys
 
 import pytest
 
-BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmarks.loader import load_benchmark
+
 CJK = re.compile("[\u4e00-\u9fff]")
 ZH_LINES = ["天下大事，必作于细。", "学而时习之，不亦说乎。", "知之为知之，不知为不知。"]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))          # the script imports its sibling _tiny_runs
-    try:
-        spec = importlib.util.spec_from_file_location("sasft_bench", BENCH / "sasft.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return load_benchmark("sasft")
 
 
 def rows(bench, tmp_path, **kw):

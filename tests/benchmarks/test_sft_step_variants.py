@@ -1,9 +1,5 @@
 """benchmarks/sft_step_variants.py: every swapped formulation computes what the committed code computes (values
 and gradients), so the benchmark times equal work."""
-import importlib.util
-import pathlib
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,20 +7,12 @@ import pytest
 
 from qwen_sae_jax.models.qwen3 import modeling
 from qwen_sae_jax.posttrain import step
-
-BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmarks.loader import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def swaps():
-    sys.path.insert(0, str(BENCH))          # the script imports its sibling _tiny_runs
-    try:
-        spec = importlib.util.spec_from_file_location("sft_step_variants", BENCH / "sft_step_variants.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module._formulations()
+    return load_benchmark("sft_step_variants")._formulations()
 
 
 def _value_and_grad(fn, *args):
