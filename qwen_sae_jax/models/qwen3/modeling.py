@@ -109,7 +109,7 @@ class Qwen3Attention(nn.Module):
 
     def _proj(self, features: int, name: str):
         return Dense(features, use_bias=self.config.attention_bias, dtype=self.dtype,
-                        param_dtype=self.param_dtype, kernel_init=_dense_init(self.config), name=name)
+                     param_dtype=self.param_dtype, kernel_init=_dense_init(self.config), name=name)
 
     def _norm(self, name: str):
         c = self.config
@@ -131,7 +131,7 @@ class Qwen3Attention(nn.Module):
             k, v = update_kv_cache(self, k, v, cache_index)
         out = grouped_attention(q, k, v, mask_bias, self.dtype)  # [B, T, H*hd]
         return Dense(c.hidden_size, use_bias=c.attention_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                        kernel_init=_dense_init(c), name="o_proj")(out)
+                     kernel_init=_dense_init(c), name="o_proj")(out)
 
 
 def update_kv_cache(module: nn.Module, k, v, cache_index):
@@ -176,7 +176,7 @@ class Qwen3MLP(nn.Module):
 
         def dense(features, name):
             return Dense(features, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                            kernel_init=_dense_init(c), name=name)
+                         kernel_init=_dense_init(c), name=name)
 
         gate = dense(self.intermediate_size, "gate_proj")(x)  # [B, T, I]
         up = dense(self.intermediate_size, "up_proj")(x)
@@ -385,7 +385,7 @@ class Qwen3ForCausalLM(nn.Module):
         self.model = Qwen3Model(c, dtype=self.dtype, param_dtype=self.param_dtype, remat_layers=self.remat_layers)
         if not c.tie_word_embeddings:
             self.lm_head = Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                                    kernel_init=_dense_init(c))
+                                 kernel_init=_dense_init(c))
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, *, num_layers=None, cache_index=None):
         if num_layers is not None and not 0 <= num_layers <= self.config.num_hidden_layers:

@@ -81,7 +81,7 @@ def _dense_init(config: Qwen3_5Config):
 def _proj(module: nn.Module, features: int, name: str) -> Dense:
     """A bias-free projection of ``module`` (Qwen3.5 has no biases), built inside its compact ``__call__``."""
     return Dense(features, use_bias=False, dtype=module.dtype, param_dtype=module.param_dtype,
-                    kernel_init=_dense_init(module.config), name=name)
+                 kernel_init=_dense_init(module.config), name=name)
 
 
 def _a_log_init(key, shape, dtype):
@@ -317,7 +317,7 @@ class Qwen3_5ForCausalLM(Qwen3ForCausalLM):
         self.model = Qwen3_5Model(c, dtype=self.dtype, param_dtype=self.param_dtype, remat_layers=self.remat_layers)
         if not c.tie_word_embeddings:
             self.lm_head = Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                                    kernel_init=_dense_init(c))
+                                 kernel_init=_dense_init(c))
 
     def init_cache(self, batch_size: int, max_length: int, dtype=jnp.float32):
         """The zero decoding cache of this model (``init_cache``); callable on the unbound module."""
