@@ -37,10 +37,14 @@ def _backward(residuals, g):
 token_nll.defvjp(_forward, _backward)
 
 
+def shift_left(x: jax.Array) -> jax.Array:
+    """``x [B, T]`` moved one position left, 0 (False) at the last: position t gets token t + 1's value (the
+    target of position t, or whether it counts)."""
+    return jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], axis=1)
+
+
 def next_token_nll(logits: jax.Array, ids: jax.Array) -> jax.Array:
     """``nll [B, T]`` of ``logits [B, T, V]`` predicting ``ids [B, T]``: entry t is the loss of token t + 1
     given the prefix up to t; the last position has no target and gets 0 (and no gradient). The logits are
     not sliced, so no ``[B, T-1, V]`` copy is made."""
-    targets = jnp.concatenate([ids[:, 1:], jnp.zeros_like(ids[:, :1])], axis=1)    # [B, T]
-    nll = token_nll(logits, targets)
-    return nll.at[:, -1].set(0.0)
+    return token_nll(logits, shift_left(ids)).at[:, -1].set(0.0)

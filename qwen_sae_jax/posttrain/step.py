@@ -25,7 +25,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from qwen_sae_jax.cross_entropy import next_token_nll
+from qwen_sae_jax.cross_entropy import next_token_nll, shift_left
 from qwen_sae_jax.posttrain.config import SFTOptimConfig
 from qwen_sae_jax.posttrain.sasft import sasft_term
 from qwen_sae_jax.train.optim import lr_schedule
@@ -73,7 +73,7 @@ def make_optimizer(cfg: SFTOptimConfig, total_steps: int) -> optax.GradientTrans
 def reply_ce(logits: jax.Array, ids: jax.Array, reply: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(mean CE over reply targets, number of targets)`` for ``logits [B, T, V]``, ``ids``/``reply [B, T]``."""
     nll = next_token_nll(logits, ids)                                                     # [B, T]
-    target = jnp.concatenate([reply[:, 1:].astype(bool), jnp.zeros_like(reply[:, :1], bool)], axis=1)
+    target = shift_left(reply.astype(bool))                                                # [B, T]
     n = jnp.sum(target)
     return jnp.sum(jnp.where(target, nll, 0.0)) / jnp.maximum(n, 1), n
 
